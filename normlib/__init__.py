@@ -1,0 +1,1 @@
+"""normlib: the shared code of normbook (functional math, torch modules, models, data, training, plots)."""

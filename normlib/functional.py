@@ -1,0 +1,211 @@
+"""The normalization math, forward and backward, written once for every norm.
+
+Every norm in this book is the same computation,
+
+    y = weight * (x - mean) / sqrt(var + eps) + bias,
+
+with the mean and the (biased) variance taken over a different set of axes:
+BatchNorm over everything but the channel, LayerNorm over the trailing
+features, InstanceNorm over space, GroupNorm over a group of channels and
+space, and RMSNorm is LayerNorm without the mean.
+
+The functions use only operations that NumPy arrays and torch tensors share
+(`.mean(axis=, keepdims=)`, `.sum(...)`, `**`, `.reshape`), so the same lines
+run in float64 NumPy for the derivations and gradient checks, and inside the
+`torch.autograd.Function`s of `normlib.nn`.  Forward returns `(y, cache)`;
+backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.
+"""
+import math
+
+
+def _check_eps(eps):
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got eps={eps}")
+
+
+def _count(x, axes, mask):
+    """How many values each statistic averages over (an array when masked)."""
+    if mask is None:
+        return math.prod(x.shape[a] for a in axes)
+    return mask.sum(axis=axes, keepdims=True)
+
+
+def _mean(a, axes, mask, count):
+    """Mean over `axes`; with a 0/1 mask, over the positions it selects."""
+    if mask is None:
+        return a.mean(axis=axes, keepdims=True)
+    return (a * mask).sum(axis=axes, keepdims=True) / count
+
+
+def _sum_to(a, shape):
+    """Sum a broadcast array back down to `shape` (the gradient of broadcasting)."""
+    lead = a.ndim - len(shape)                      # broadcasting added these leading axes
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1)
+    return a.sum(axis=axes, keepdims=True).reshape(shape) if axes else a
+
+
+def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None):
+    """Normalize x over `axes`, then scale by `weight` and shift by `bias`.
+
+    weight and bias broadcast against x.  center=False skips the mean (RMSNorm).
+    mask (0/1, broadcastable to x) keeps positions out of the statistics; the
+    output there is 0 and so is the gradient.
+    """
+    _check_eps(eps)
+    axes = tuple(a % x.ndim for a in axes)
+    count = _count(x, axes, mask)
+    if center:
+        mean = _mean(x, axes, mask, count)                 # E[x]
+        xc = x - mean                                      # x - E[x]
+    else:
+        mean, xc = None, x
+    var = _mean(xc * xc, axes, mask, count)                # E[(x - E[x])^2], two passes: stable
+    rstd = (var + eps) ** -0.5                             # 1 / sqrt(var + eps)
+    xhat = xc * rstd                                       # zero mean, unit variance
+    if mask is not None:
+        xhat = xhat * mask                                 # pads contribute nothing downstream
+    y = xhat if weight is None else xhat * weight
+    y = y if bias is None else y + bias
+    if mask is not None and bias is not None:
+        y = y * mask
+    cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes, center=center, mask=mask,
+                 count=count, mean=mean, var=var, eps=eps, x_shape=x.shape,
+                 bias_shape=None if bias is None else bias.shape,
+                 param_shape=next((p.shape for p in (weight, bias) if p is not None), None))
+    return y, cache
+
+
+def normalize_backward(dy, cache):
+    """The compact backward of `normalize` (derived in chapter 2).
+
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight,
+    where the means run over the normalized axes (and skip masked positions).
+    """
+    xhat, rstd, weight, mask = cache["xhat"], cache["rstd"], cache["weight"], cache["mask"]
+    axes, count = cache["axes"], cache["count"]
+    dy = dy.reshape(xhat.shape)
+    if mask is not None:
+        dy = dy * mask
+    dweight = None if weight is None else _sum_to(dy * xhat, weight.shape)
+    dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
+    dxhat = dy if weight is None else dy * weight
+    inner = dxhat - xhat * _mean(dxhat * xhat, axes, mask, count)   # through the variance
+    if cache["center"]:
+        inner = inner - _mean(dxhat, axes, mask, count)             # through the mean
+    dx = inner * rstd
+    if mask is not None:
+        dx = dx * mask
+    if cache["param_shape"] is not None:   # per-channel parameters travel in broadcast shape
+        dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
+        dbias = None if dbias is None else dbias.reshape(cache["param_shape"])
+    return dx.reshape(cache["x_shape"]), dweight, dbias
+
+
+def normalize_backward_graph(dy, cache):
+    """The same gradient, one node of the computation graph at a time (chapter 2).
+
+    Read top to bottom: each line undoes one forward step, in reverse order.
+    Unmasked, centered only; it exists to be compared with `normalize_backward`.
+    """
+    xhat, rstd, weight, axes = cache["xhat"], cache["rstd"], cache["weight"], cache["axes"]
+    count, var, eps = cache["count"], cache["var"], cache["eps"]
+    xc = xhat / rstd                                                    # x - mean
+    dxhat = dy if weight is None else dy * weight                       # y = weight * xhat + bias
+    drstd = (dxhat * xc).sum(axis=axes, keepdims=True)                  # xhat = xc * rstd
+    dxc = dxhat * rstd                                                  #   (the xc branch)
+    dvar = drstd * -0.5 * (var + eps) ** -1.5              # rstd = (var + eps)^(-1/2)
+    dxc = dxc + dvar * 2 * xc / count                                   # var = mean(xc^2)
+    dmean = -dxc.sum(axis=axes, keepdims=True)                          # xc = x - mean
+    dx = dxc + dmean / count                                            # mean = mean(x)
+    return dx.reshape(cache["x_shape"])
+
+
+# ---- each norm is a choice of axes ---------------------------------------
+
+def _per_channel(param, ndim, channel_axis, name):
+    if param is None:
+        return None
+    if param.ndim != 1:
+        raise ValueError(f"{name} must be 1-D with one value per channel, got shape {tuple(param.shape)}")
+    shape = [1] * ndim
+    shape[channel_axis] = param.shape[0]
+    return param.reshape(shape)
+
+
+def _check_channels(x, channel_axis, weight, name="weight"):
+    if x.ndim < 2:
+        raise ValueError(f"x must have a batch and a channel axis, got shape {tuple(x.shape)}")
+    if weight is not None and weight.shape[0] != x.shape[channel_axis]:
+        raise ValueError(f"{name} has {weight.shape[0]} values but x has "
+                         f"{x.shape[channel_axis]} channels (axis {channel_axis})")
+
+
+def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
+    """BatchNorm: statistics per channel, over the batch and every other axis.
+
+    mask (x's shape without the channel axis; True/1 = real value) leaves
+    padding out of the statistics.
+    """
+    _check_channels(x, channel_axis, weight)
+    channel_axis %= x.ndim
+    axes = tuple(a for a in range(x.ndim) if a != channel_axis)
+    if mask is not None:
+        expected = tuple(x.shape[a] for a in axes)
+        if tuple(mask.shape) != expected:
+            raise ValueError(f"mask must have shape {expected} (x without its channel axis), "
+                             f"got {tuple(mask.shape)}")
+        mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
+    y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),
+                         _per_channel(bias, x.ndim, channel_axis, "bias"), eps, mask=mask)
+    cache["param_shape"] = (x.shape[channel_axis],)
+    if (cache["count"] <= 1 if mask is None else (cache["count"] <= 1).any()):
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
+                         + (" with the padding mask applied" if mask is not None else ""))
+    return y, cache
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, center=True):
+    """LayerNorm: statistics per sample, over the trailing `normalized_shape` axes."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or tuple(x.shape[-k:]) != normalized_shape:
+        raise ValueError(f"x must end in normalized_shape={list(normalized_shape)}, got shape {tuple(x.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != normalized_shape:
+            raise ValueError(f"{name} must have shape {normalized_shape}, got {tuple(p.shape)}")
+    return normalize(x, tuple(range(-k, 0)), weight, bias, eps, center=center)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
+    """RMSNorm: LayerNorm without subtracting the mean, and without a bias."""
+    return layer_norm(x, normalized_shape, weight, None, eps, center=False)
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5):
+    """InstanceNorm: statistics per sample and channel, over the spatial axes."""
+    _check_channels(x, 1, weight)
+    if x.ndim < 3:
+        raise ValueError(f"x must have spatial axes after (N, C), got shape {tuple(x.shape)}")
+    y, cache = normalize(x, tuple(range(2, x.ndim)), _per_channel(weight, x.ndim, 1, "weight"),
+                         _per_channel(bias, x.ndim, 1, "bias"), eps)
+    cache["param_shape"] = (x.shape[1],)
+    return y, cache
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """GroupNorm: statistics per sample and group of channels, over the group and space.
+
+    The channels are split into groups by a reshape (N, C, *S) -> (N, G, C/G, *S).
+    """
+    _check_channels(x, 1, weight)
+    n, c = x.shape[:2]
+    if num_groups <= 0 or c % num_groups:
+        raise ValueError(f"num_groups={num_groups} must be positive and divide the {c} channels")
+    grouped = x.reshape((n, num_groups, c // num_groups) + tuple(x.shape[2:]))   # N, G, C/G, *S
+    param_shape = (1, num_groups, c // num_groups) + (1,) * (x.ndim - 2)
+    weight_g = None if weight is None else weight.reshape(param_shape)
+    bias_g = None if bias is None else bias.reshape(param_shape)
+    y, cache = normalize(grouped, tuple(range(2, grouped.ndim)), weight_g, bias_g, eps)
+    cache["x_shape"], cache["param_shape"] = x.shape, (c,)
+    return y.reshape(x.shape), cache
+
