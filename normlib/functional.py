@@ -54,6 +54,8 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
     _check_eps(eps)
     axes = tuple(a % x.ndim for a in axes)
     count = _count(x, axes, mask)
+    # In-place steps (*=, +=) reuse buffers this function made itself: on large
+    # inputs every fresh full-size temporary costs as much as the arithmetic.
     if center:
         mean = _mean(x, axes, mask, count)                 # E[x]
         xc = x - mean                                      # x - E[x]
@@ -61,13 +63,21 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
         mean, xc = None, x
     var = _mean(xc * xc, axes, mask, count)                # E[(x - E[x])^2], two passes: stable
     rstd = (var + eps) ** -0.5                             # 1 / sqrt(var + eps)
-    xhat = xc * rstd                                       # zero mean, unit variance
+    if center:
+        xc *= rstd                                         # xhat = (x - E[x]) * rstd, in xc's buffer
+        xhat = xc
+    else:
+        xhat = x * rstd                                    # xhat = x * rstd
     if mask is not None:
-        xhat = xhat * mask                                 # pads contribute nothing downstream
-    y = xhat if weight is None else xhat * weight
-    y = y if bias is None else y + bias
-    if mask is not None and bias is not None:
-        y = y * mask
+        xhat *= mask                                       # pads contribute nothing downstream
+    y = xhat if weight is None else xhat * weight          # y = weight * xhat ...
+    if bias is not None:
+        if y is xhat:
+            y = xhat + bias                                # ... + bias (xhat is kept for backward)
+        else:
+            y += bias
+        if mask is not None:
+            y *= mask
     cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes, center=center, mask=mask,
                  count=count, mean=mean, var=var, eps=eps, x_shape=x.shape,
                  bias_shape=None if bias is None else bias.shape,
@@ -86,15 +96,23 @@ def normalize_backward(dy, cache):
     dy = dy.reshape(xhat.shape)
     if mask is not None:
         dy = dy * mask
-    dweight = None if weight is None else _sum_to(dy * xhat, weight.shape)
+    dy_xhat = dy * xhat
+    dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
     dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
-    dxhat = dy if weight is None else dy * weight
-    inner = dxhat - xhat * _mean(dxhat * xhat, axes, mask, count)   # through the variance
+    if weight is None:
+        dxhat, dxhat_xhat = dy, dy_xhat
+    else:
+        dxhat = dy * weight                                     # y = weight * xhat + bias
+        dy_xhat *= weight                                       # reuse the buffer: dxhat * xhat
+        dxhat_xhat = dy_xhat
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), term by term in one buffer
+    dx = xhat * -_mean(dxhat_xhat, axes, mask, count)          # - xhat * mean(dxhat * xhat)
+    dx += dxhat                                                 # + dxhat
     if cache["center"]:
-        inner = inner - _mean(dxhat, axes, mask, count)             # through the mean
-    dx = inner * rstd
+        dx -= _mean(dxhat, axes, mask, count)                   # - mean(dxhat)
+    dx *= rstd
     if mask is not None:
-        dx = dx * mask
+        dx *= mask
     if cache["param_shape"] is not None:   # per-channel parameters travel in broadcast shape
         dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
         dbias = None if dbias is None else dbias.reshape(cache["param_shape"])
