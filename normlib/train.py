@@ -1,8 +1,10 @@
 """One seeded training and evaluation loop for every experiment in the book."""
+import copy
 import random
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def set_seed(seed, threads=1):
@@ -11,3 +13,158 @@ def set_seed(seed, threads=1):
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
+
+
+# ---- pieces shared by the two loops ------------------------------------------
+
+def _optimizer(model, name, lr):
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
+def _index_stream(n, batch_size, seed, batches):
+    """Yield index tensors forever: `batches` cycled, or shuffled epochs of full batches (seeded)."""
+    if batches is not None:
+        while True:
+            yield from batches
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples")
+    g = torch.Generator().manual_seed(seed)
+    while True:   # drop each epoch's ragged tail: every step sees exactly batch_size examples
+        yield from torch.randperm(n, generator=g)[: n - n % batch_size].split(batch_size)
+
+
+def _warmup_lr(optimizer, lr, step, warmup_steps):
+    """Linear warm-up from lr/warmup_steps to lr over warmup_steps, then constant."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
+
+
+def _total_grad_norm(model):
+    return torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in model.parameters() if p.grad is not None)).item()
+
+
+def _forward(model, x, pad_mask):
+    return model(x) if pad_mask is None else model(x, pad_mask=pad_mask)
+
+
+def _eval_steps(steps, eval_every):
+    return set(range(eval_every - 1, steps, eval_every)) if eval_every else set()
+
+
+# ---- evaluation ----------------------------------------------------------------
+
+@torch.no_grad()
+def accuracy(model, x, y, pad_mask=None, batch_size=None):
+    """Fraction of correct argmax predictions in eval mode (BatchNorm uses its running statistics)."""
+    was_training = model.training
+    model.eval()
+    size = batch_size or len(x)
+    correct = 0
+    for start in range(0, len(x), size):
+        mask = None if pad_mask is None else pad_mask[start:start + size]
+        correct += (_forward(model, x[start:start + size], mask).argmax(-1) == y[start:start + size]).sum().item()
+    model.train(was_training)
+    return correct / len(x)
+
+
+@torch.no_grad()
+def batch_stat_accuracy(model, x, y, batch_size, seed=0):
+    """Accuracy in train mode, so BatchNorm normalizes with each batch's own statistics (random batches of batch_size).
+
+    Runs on a copy: the model's running statistics are left untouched.  Assumes no dropout.
+    """
+    twin = copy.deepcopy(model).train()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = order[: len(x) - len(x) % batch_size]          # full batches only: BN refuses a batch of one
+    correct = sum((twin(x[idx]).argmax(-1) == y[idx]).sum().item() for idx in order.split(batch_size))
+    return correct / len(order)
+
+
+@torch.no_grad()
+def lm_loss(model, windows, batch_size=None):
+    """Mean next-token cross-entropy (nats) of windows (N, T + 1) in eval mode."""
+    was_training = model.training
+    model.eval()
+    size = batch_size or len(windows)
+    total = 0.0
+    for start in range(0, len(windows), size):
+        w = windows[start:start + size]
+        logits = model(w[:, :-1])                                           # B, T, vocab
+        total += F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+    model.train(was_training)
+    return total / windows[:, 1:].numel()
+
+
+def grad_norms_per_layer(model):
+    """Parameter name -> L2 norm of its current .grad (parameters without a gradient are left out)."""
+    return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.grad is not None}
+
+
+# ---- training loops ------------------------------------------------------------
+
+def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None, y_test=None, optimizer="adam",
+                     warmup_steps=0, eval_every=None, batches=None, pad_mask=None, pad_mask_test=None):
+    """Train with cross-entropy on (x, y); x is images (N, 1, 8, 8) or tokens (N, T) with pad_mask (N, T).
+
+    Returns a history dict: per step "step", "train_loss", "grad_norm"; every eval_every steps
+    "eval_step" and "test_acc_curve"; and the final eval-mode accuracy "test_acc" (None without a test set).
+    """
+    torch.manual_seed(seed)                        # dropout, if any
+    opt = _optimizer(model, optimizer, lr)
+    stream = _index_stream(len(x), batch_size, seed, batches)
+    evals = _eval_steps(steps, eval_every)
+    history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_acc_curve": []}
+    model.train()
+    for step in range(steps):
+        idx = next(stream)
+        _warmup_lr(opt, lr, step, warmup_steps)
+        mask = None if pad_mask is None else pad_mask[idx]
+        loss = F.cross_entropy(_forward(model, x[idx], mask), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        history["grad_norm"].append(_total_grad_norm(model))
+        opt.step()
+        history["step"].append(step)
+        history["train_loss"].append(loss.item())
+        if step in evals and x_test is not None:
+            history["eval_step"].append(step)
+            history["test_acc_curve"].append(accuracy(model, x_test, y_test, pad_mask_test))
+    history["test_acc"] = None if x_test is None else accuracy(model, x_test, y_test, pad_mask_test)
+    return history
+
+
+def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, warmup_steps=0,
+             eval_every=None, clip=None):
+    """Train a language model on windows (N, T + 1): predict w[:, 1:] from w[:, :-1], Adam.
+
+    Returns per step "step", "train_loss", "grad_norm" (before clipping); every eval_every steps
+    "eval_step" and "test_loss_curve"; and the final eval-mode "test_loss" (None without test windows).
+    """
+    torch.manual_seed(seed)
+    opt = _optimizer(model, "adam", lr)
+    stream = _index_stream(len(windows), batch_size, seed, None)
+    evals = _eval_steps(steps, eval_every)
+    history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_loss_curve": []}
+    model.train()
+    for step in range(steps):
+        w = windows[next(stream)]                                            # B, T + 1
+        _warmup_lr(opt, lr, step, warmup_steps)
+        logits = model(w[:, :-1])                                            # B, T, vocab
+        loss = F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        history["grad_norm"].append(_total_grad_norm(model))
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        history["step"].append(step)
+        history["train_loss"].append(loss.item())
+        if step in evals and windows_test is not None:
+            history["eval_step"].append(step)
+            history["test_loss_curve"].append(lm_loss(model, windows_test, 256))
+    history["test_loss"] = None if windows_test is None else lm_loss(model, windows_test, 256)
+    return history

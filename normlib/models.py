@@ -1,0 +1,173 @@
+"""The two tiny models of Part II, a CNN for 8x8 digits and a Transformer, each with a pluggable norm.
+
+Every norm comes from `normlib.nn` (never torch.nn's), made by `make_norm`, and
+every norm module takes `forward(x, pad_mask=None)` so a model can hand the
+padding mask to all of them; only BatchNorm uses it.
+"""
+import math
+
+import torch
+from torch import nn
+
+from . import functional as F
+from .nn import BatchNorm2d, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm, _apply
+
+NORMS = ("bn", "ln", "rms", "gn", "none")
+
+
+def num_groups(channels, max_groups=8):
+    """The largest group count <= max_groups that divides `channels` (GroupNorm's groups)."""
+    return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+
+
+class IgnoreMask(nn.Module):
+    """Wraps a norm that needs no padding mask so that it accepts one and ignores it."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x, pad_mask=None):
+        return self.norm(x)
+
+
+class TokenGroupNorm(nn.Module):
+    """GroupNorm for (B, T, C): each token's C features split into groups, normalized per group."""
+
+    def __init__(self, groups, channels):
+        super().__init__()
+        self.norm = GroupNorm(groups, channels)
+
+    def forward(self, x, pad_mask=None):
+        B, T, C = x.shape                                      # batch, time, channels
+        return self.norm(x.reshape(B * T, C)).reshape(B, T, C)  # every token is a "sample" of GroupNorm
+
+
+class ImageRMSNorm(nn.Module):
+    """RMSNorm for images: each sample divided by its root mean square over (C, H, W), then a per-channel weight.
+
+    It is `GroupNorm(1, C)` (the image LayerNorm) without the mean and without the bias.
+    """
+
+    def __init__(self, channels, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def _norm(self, x, weight, bias):
+        C = x.shape[1]
+        y, cache = F.normalize(x, (1, 2, 3), weight.reshape(1, C, 1, 1), None, self.eps, center=False)
+        cache["param_shape"] = (C,)                            # the gradient of weight comes back as (C,)
+        return y, cache
+
+    def forward(self, x, pad_mask=None):
+        return _apply(x, self.weight, None, self._norm)
+
+
+def make_norm(kind, channels, layout):
+    """A norm module of `kind` (one of NORMS) for layout "image" (N, C, H, W) or "sequence" (B, T, C)."""
+    if kind not in NORMS:
+        raise ValueError(f"kind must be one of {NORMS}, got {kind!r}")
+    if layout == "image":
+        made = {"bn": lambda: IgnoreMask(BatchNorm2d(channels)),
+                "ln": lambda: IgnoreMask(GroupNorm(1, channels)),   # LayerNorm over (C, H, W) of each sample
+                "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels), channels)),
+                "rms": lambda: ImageRMSNorm(channels),
+                "none": lambda: IgnoreMask(nn.Identity())}
+    elif layout == "sequence":
+        made = {"bn": lambda: SequenceBatchNorm(channels),          # statistics over valid (b, t) only
+                "ln": lambda: IgnoreMask(LayerNorm(channels)),
+                "gn": lambda: TokenGroupNorm(num_groups(channels), channels),
+                "rms": lambda: IgnoreMask(RMSNorm(channels)),
+                "none": lambda: IgnoreMask(nn.Identity())}
+    else:
+        raise ValueError(f"layout must be 'image' or 'sequence', got {layout!r}")
+    return made[kind]()
+
+
+class TinyCNN(nn.Module):
+    """conv-norm-relu-pool twice, then a linear head: (N, 1, 8, 8) digits -> (N, num_classes) logits."""
+
+    def __init__(self, norm="bn", channels=(16, 32), num_classes=10):
+        super().__init__()
+        c1, c2 = channels
+        bias = norm == "none"                                  # a norm's shift makes the conv bias redundant
+        self.conv1, self.norm1 = nn.Conv2d(1, c1, 3, padding=1, bias=bias), make_norm(norm, c1, "image")
+        self.conv2, self.norm2 = nn.Conv2d(c1, c2, 3, padding=1, bias=bias), make_norm(norm, c2, "image")
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(c2 * 2 * 2, num_classes)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.norm1(self.conv1(x))))  # N, c1, 4, 4
+        x = self.pool(torch.relu(self.norm2(self.conv2(x))))  # N, c2, 2, 2
+        return self.head(x.flatten(1))                         # N, num_classes
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention that never attends to padded keys (and, if causal, to the future)."""
+
+    def __init__(self, d_model, n_heads, causal=False, dropout=0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads, self.causal = n_heads, causal
+        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, pad_mask=None):
+        B, T, C = x.shape                                                      # batch, time, channels
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # each B, H, T, D
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])             # B, H, T, T
+        blocked = torch.zeros(T, T, dtype=torch.bool, device=x.device)
+        if self.causal:
+            blocked = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # key after query
+        if pad_mask is not None:
+            blocked = blocked | pad_mask[:, None, None, :]                     # B, 1, T, T: padded keys
+        weights = self.dropout(scores.masked_fill(blocked, float("-inf")).softmax(-1))
+        return self.proj((weights @ v).transpose(1, 2).reshape(B, T, C))       # B, T, C
+
+
+class Block(nn.Module):
+    """One Transformer block: attention then MLP, each in a residual branch with its norm (Pre- or Post-LN)."""
+
+    def __init__(self, d_model, n_heads, norm, pre_ln, causal, dropout):
+        super().__init__()
+        self.pre_ln = pre_ln
+        self.norm1, self.norm2 = make_norm(norm, d_model, "sequence"), make_norm(norm, d_model, "sequence")
+        self.attn = SelfAttention(d_model, n_heads, causal, dropout)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x, pad_mask=None):
+        if self.pre_ln:   # x + f(norm(x)): the residual stream itself is never normalized
+            x = x + self.attn(self.norm1(x, pad_mask), pad_mask)
+            return x + self.mlp(self.norm2(x, pad_mask))
+        x = self.norm1(x + self.attn(x, pad_mask), pad_mask)   # Post-LN: norm(x + f(x))
+        return self.norm2(x + self.mlp(x), pad_mask)
+
+
+class TinyTransformer(nn.Module):
+    """A small Transformer: tokens (B, T) -> class logits (B, num_classes), or LM logits (B, T, vocab_size)."""
+
+    def __init__(self, vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=128, norm="ln",
+                 pre_ln=True, causal=False, num_classes=None, dropout=0.0):
+        super().__init__()
+        self.pre_ln, self.num_classes = pre_ln, num_classes
+        self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, d_model), nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, norm, pre_ln, causal, dropout) for _ in range(n_layers))
+        self.norm_f = make_norm(norm, d_model, "sequence") if pre_ln else None   # Pre-LN's stream needs a last norm
+        self.head = nn.Linear(d_model, num_classes or vocab_size)
+
+    def forward(self, tokens, pad_mask=None):
+        B, T = tokens.shape                                                    # batch, time
+        x = self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device))  # B, T, C
+        for block in self.blocks:
+            x = block(x, pad_mask)
+        if self.norm_f is not None:
+            x = self.norm_f(x, pad_mask)
+        if self.num_classes is None:
+            return self.head(x)                                                # B, T, vocab_size
+        if pad_mask is None:
+            return self.head(x.mean(1))                                        # B, num_classes
+        valid = (~pad_mask).unsqueeze(-1).to(x.dtype)                          # B, T, 1
+        return self.head((x * valid).sum(1) / valid.sum(1).clamp(min=1))      # mean of the real tokens

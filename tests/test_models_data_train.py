@@ -1,0 +1,162 @@
+"""Shapes, padding and causal plumbing, determinism, batching and a learning run for models, data and train."""
+import pytest
+import torch
+
+from normlib import nn as ours
+from normlib.data import (bucket_by_length, char_lm_windows, char_vocab, digits, padded_sequences,
+                          random_batches, split, text_corpus)
+from normlib.models import NORMS, TinyCNN, TinyTransformer, make_norm
+from normlib.train import (accuracy, batch_stat_accuracy, grad_norms_per_layer, lm_loss, set_seed,
+                           train_classifier, train_lm)
+
+
+@pytest.fixture(scope="module")
+def digit_data():
+    return digits()
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_tiny_cnn_shapes_and_only_normlib_norms(norm):
+    set_seed(0)
+    model = TinyCNN(norm)
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    torch_norms = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)
+    assert not any(isinstance(m, torch_norms) for m in model.modules())
+
+
+@pytest.mark.parametrize("layout,shape", [("image", (4, 16, 3, 3)), ("sequence", (4, 5, 16))])
+@pytest.mark.parametrize("kind", NORMS)
+def test_make_norm_takes_a_mask_and_keeps_shape(kind, layout, shape):
+    norm = make_norm(kind, 16, layout)
+    x = torch.randn(shape)
+    assert norm(x).shape == x.shape
+    if layout == "sequence":
+        assert norm(x, pad_mask=torch.zeros(4, 5, dtype=torch.bool)).shape == x.shape
+
+
+def test_image_rms_norm_matches_functional_and_gradchecks():
+    norm = make_norm("rms", 4, "image").double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(4, dtype=torch.float64) + 0.5)
+    x = torch.randn(2, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    expected = x / x.pow(2).mean((1, 2, 3), keepdim=True).add(1e-5).sqrt() * norm.weight.reshape(1, 4, 1, 1)
+    torch.testing.assert_close(norm(x), expected)
+    assert torch.autograd.gradcheck(lambda x, w: norm(x), (x, norm.weight))
+
+
+def test_image_ln_and_gn_are_group_norms():
+    assert make_norm("ln", 32, "image").norm.num_groups == 1
+    assert make_norm("gn", 32, "image").norm.num_groups == 8
+    assert make_norm("gn", 12, "image").norm.num_groups == 6
+    assert isinstance(make_norm("bn", 8, "sequence"), ours.SequenceBatchNorm)
+
+
+@pytest.mark.parametrize("norm", ("ln", "rms", "gn", "none"))
+def test_padding_does_not_change_non_bn_outputs(norm):
+    set_seed(0)
+    model = TinyTransformer(12, d_model=16, n_heads=2, n_layers=2, max_len=10, norm=norm, num_classes=3).eval()
+    short = torch.randint(1, 12, (2, 6))
+    padded = torch.cat([short, torch.zeros(2, 4, dtype=torch.long)], 1)
+    pad_mask = torch.arange(10) >= 6
+    torch.testing.assert_close(model(padded, pad_mask.expand(2, 10)), model(short))
+    lm = TinyTransformer(12, d_model=16, n_heads=2, n_layers=1, max_len=10, norm=norm).eval()
+    torch.testing.assert_close(lm(padded, pad_mask.expand(2, 10))[:, :6], lm(short))
+
+
+def test_bn_transformer_leaves_pads_out_of_its_statistics():
+    set_seed(0)
+    model = TinyTransformer(12, d_model=16, n_heads=2, n_layers=1, max_len=10, norm="bn", num_classes=3)
+    short = torch.randint(1, 12, (2, 6))
+    padded = torch.cat([short, torch.randint(1, 12, (2, 4))], 1)     # pads hold garbage tokens on purpose
+    pad_mask = (torch.arange(10) >= 6).expand(2, 10)
+    torch.testing.assert_close(model(padded, pad_mask), model(short))
+
+
+@pytest.mark.parametrize("norm", ("ln", "rms", "none"))
+def test_causal_lm_does_not_see_the_future(norm):
+    set_seed(0)
+    model = TinyTransformer(12, d_model=16, n_heads=2, n_layers=2, max_len=8, norm=norm, causal=True)
+    tokens = torch.randint(0, 12, (3, 8))
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % 12
+    out, out_changed = model(tokens), model(changed)
+    torch.testing.assert_close(out[:, :5], out_changed[:, :5])
+    assert not torch.allclose(out[:, 5:], out_changed[:, 5:])
+
+
+@pytest.mark.parametrize("pre_ln", (True, False))
+def test_transformer_shapes(pre_ln):
+    model = TinyTransformer(20, d_model=16, n_heads=4, n_layers=1, max_len=12, pre_ln=pre_ln)
+    assert model(torch.randint(0, 20, (3, 12))).shape == (3, 12, 20)
+    assert (model.norm_f is None) != pre_ln
+
+
+def test_data_shapes_and_standardization(digit_data):
+    x_train, y_train, x_test, y_test = digit_data
+    assert x_train.shape[1:] == (1, 8, 8) and x_train.dtype == torch.float32
+    assert len(x_train) + len(x_test) == 1797 and len(y_test) == len(x_test)
+    assert abs(x_train.mean().item()) < 1e-5 and abs(x_train.std().item() - 1) < 1e-5
+    text = text_corpus()
+    assert len(text) > 100_000 and text == text_corpus()
+    stoi, itos = char_vocab(text[:2000])
+    windows = char_lm_windows(text[:2000], 16, stoi)
+    assert windows.shape == ((2000 - 1) // 16, 17)
+    assert "".join(itos[i] for i in windows[1].tolist()) == text[16:33]
+    train, test = split(windows, 0.25, seed=0)
+    assert len(train) + len(test) == len(windows) and len(test) == round(0.25 * len(windows))
+
+
+def test_padded_sequences():
+    data = padded_sequences(500, 3, 12, vocab_size=10, seed=1, pad_id=0)
+    tokens, pad_mask, lengths, labels = data["tokens"], data["pad_mask"], data["lengths"], data["labels"]
+    assert tokens.shape == pad_mask.shape == (500, 12)
+    assert torch.equal(pad_mask.sum(1), 12 - lengths) and lengths.min() >= 3 and lengths.max() <= 12
+    assert (tokens[pad_mask] == 0).all() and (tokens[~pad_mask] != 0).all()
+    n_upper = ((tokens >= 5) & ~pad_mask).sum(1)         # real ids 1..9: lower half 1..4, upper half 5..9
+    assert torch.equal(labels, (2 * n_upper > lengths).long())
+    assert 0.35 < labels.float().mean() < 0.65
+    assert torch.equal(padded_sequences(500, 3, 12, vocab_size=10, seed=1)["tokens"], tokens)
+
+
+def test_batches_cover_every_index_once():
+    lengths = torch.randint(1, 30, (103,))
+    for batches in (random_batches(103, 8, seed=0), bucket_by_length(lengths, 8, seed=0)):
+        assert torch.equal(torch.cat(batches).sort().values, torch.arange(103))
+        assert all(len(b) <= 8 for b in batches)
+    spread = [lengths[b].max() - lengths[b].min() for b in bucket_by_length(lengths, 8, seed=0)]
+    assert max(spread) < 10                               # buckets hold similar lengths
+
+
+def test_training_is_deterministic_and_learns(digit_data):
+    x_train, y_train, x_test, y_test = digit_data
+    runs = []
+    for _ in range(2):
+        set_seed(0)
+        model = TinyCNN("bn")
+        runs.append(train_classifier(model, x_train, y_train, steps=60, batch_size=32, lr=3e-3, seed=0,
+                                     x_test=x_test, y_test=y_test, eval_every=30))
+    assert runs[0]["train_loss"] == runs[1]["train_loss"] and runs[0]["test_acc"] == runs[1]["test_acc"]
+    history = runs[0]
+    assert len(history["train_loss"]) == len(history["grad_norm"]) == 60 and history["eval_step"] == [29, 59]
+    assert sum(history["train_loss"][-10:]) < 0.5 * sum(history["train_loss"][:10])
+    assert history["test_acc"] > 0.8 and history["test_acc"] == accuracy(model, x_test, y_test)
+    assert 0.5 < batch_stat_accuracy(model, x_test, y_test, batch_size=16) <= 1
+    assert grad_norms_per_layer(model)["head.weight"] > 0
+
+
+def test_transformer_classifier_and_lm_learn():
+    data = padded_sequences(256, 2, 10, seed=0)
+    set_seed(0)
+    model = TinyTransformer(16, d_model=16, n_heads=2, n_layers=1, max_len=10, num_classes=2)
+    history = train_classifier(model, data["tokens"], data["labels"], pad_mask=data["pad_mask"], steps=40,
+                               batch_size=16, lr=3e-3, seed=0, batches=bucket_by_length(data["lengths"], 16, 0),
+                               warmup_steps=5)
+    assert sum(history["train_loss"][-10:]) < sum(history["train_loss"][:10])
+    text = text_corpus()[:20_000]
+    stoi, itos = char_vocab(text)
+    windows = char_lm_windows(text, 16, stoi)
+    set_seed(0)
+    lm = TinyTransformer(len(itos), d_model=16, n_heads=2, n_layers=1, max_len=16, causal=True)
+    before = lm_loss(lm, windows[:64])
+    history = train_lm(lm, windows, steps=40, batch_size=16, lr=3e-3, seed=0, windows_test=windows[:64], clip=1.0)
+    assert history["test_loss"] < before and history["test_loss"] == lm_loss(lm, windows[:64])
