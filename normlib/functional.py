@@ -131,7 +131,7 @@ def normalize_backward_graph(dy, cache):
     dxhat = dy if weight is None else dy * weight                       # y = weight * xhat + bias
     drstd = (dxhat * xc).sum(axis=axes, keepdims=True)                  # xhat = xc * rstd
     dxc = dxhat * rstd                                                  #   (the xc branch)
-    dvar = drstd * -0.5 * (var + eps) ** -1.5              # rstd = (var + eps)^(-1/2)
+    dvar = drstd * -0.5 * (var + eps) ** -1.5                           # rstd = (var + eps)^(-1/2)
     dxc = dxc + dvar * 2 * xc / count                                   # var = mean(xc^2)
     dmean = -dxc.sum(axis=axes, keepdims=True)                          # xc = x - mean
     dx = dxc + dmean / count                                            # mean = mean(x)
