@@ -91,8 +91,8 @@ def normalize_backward(dy, cache):
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight,
     where the means run over the normalized axes (and skip masked positions).
     """
-    xhat, rstd, weight, mask = cache["xhat"], cache["rstd"], cache["weight"], cache["mask"]
-    axes, count = cache["axes"], cache["count"]
+    xhat, rstd, weight = cache["xhat"], cache["rstd"], cache["weight"]
+    axes, mask, count = cache["axes"], cache["mask"], cache["count"]
     dy = dy.reshape(xhat.shape)
     if mask is not None:
         dy = dy * mask
@@ -102,18 +102,18 @@ def normalize_backward(dy, cache):
     if weight is None:
         dxhat, dxhat_xhat = dy, dy_xhat
     else:
-        dxhat = dy * weight                                     # y = weight * xhat + bias
-        dy_xhat *= weight                                       # reuse the buffer: dxhat * xhat
+        dxhat = dy * weight                             # y = weight * xhat + bias
+        dy_xhat *= weight                               # in dy_xhat's buffer: dxhat * xhat
         dxhat_xhat = dy_xhat
-    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), term by term in one buffer
-    dx = xhat * -_mean(dxhat_xhat, axes, mask, count)          # - xhat * mean(dxhat * xhat)
-    dx += dxhat                                                 # + dxhat
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), term by term
+    dx = xhat * -_mean(dxhat_xhat, axes, mask, count)  # - xhat * mean(dxhat * xhat)
+    dx += dxhat                                         # + dxhat
     if cache["center"]:
-        dx -= _mean(dxhat, axes, mask, count)                   # - mean(dxhat)
+        dx -= _mean(dxhat, axes, mask, count)           # - mean(dxhat)
     dx *= rstd
     if mask is not None:
         dx *= mask
-    if cache["param_shape"] is not None:   # per-channel parameters travel in broadcast shape
+    if cache["param_shape"] is not None:  # per-channel parameters travel in broadcast shape
         dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
         dbias = None if dbias is None else dbias.reshape(cache["param_shape"])
     return dx.reshape(cache["x_shape"]), dweight, dbias
@@ -127,14 +127,14 @@ def normalize_backward_graph(dy, cache):
     """
     xhat, rstd, weight, axes = cache["xhat"], cache["rstd"], cache["weight"], cache["axes"]
     count, var, eps = cache["count"], cache["var"], cache["eps"]
-    xc = xhat / rstd                                                    # x - mean
-    dxhat = dy if weight is None else dy * weight                       # y = weight * xhat + bias
-    drstd = (dxhat * xc).sum(axis=axes, keepdims=True)                  # xhat = xc * rstd
-    dxc = dxhat * rstd                                                  #   (the xc branch)
-    dvar = drstd * -0.5 * (var + eps) ** -1.5                           # rstd = (var + eps)^(-1/2)
-    dxc = dxc + dvar * 2 * xc / count                                   # var = mean(xc^2)
-    dmean = -dxc.sum(axis=axes, keepdims=True)                          # xc = x - mean
-    dx = dxc + dmean / count                                            # mean = mean(x)
+    xc = xhat / rstd                                         # x - mean
+    dxhat = dy if weight is None else dy * weight            # y = weight * xhat + bias
+    drstd = (dxhat * xc).sum(axis=axes, keepdims=True)       # xhat = xc * rstd
+    dxc = dxhat * rstd                                       #   (the xc branch)
+    dvar = drstd * -0.5 * (var + eps) ** -1.5                # rstd = (var + eps)^(-1/2)
+    dxc = dxc + dvar * 2 * xc / count                        # var = mean(xc^2)
+    dmean = -dxc.sum(axis=axes, keepdims=True)               # xc = x - mean
+    dx = dxc + dmean / count                                 # mean = mean(x)
     return dx.reshape(cache["x_shape"])
 
 
