@@ -127,6 +127,7 @@ def normalize_backward_graph(dy, cache):
     """
     xhat, rstd, weight, axes = cache["xhat"], cache["rstd"], cache["weight"], cache["axes"]
     count, var, eps = cache["count"], cache["var"], cache["eps"]
+    dy = dy.reshape(xhat.shape)                              # GroupNorm: (N, G, C/G, *S)
     xc = xhat / rstd                                         # x - mean
     dxhat = dy if weight is None else dy * weight            # y = weight * xhat + bias
     drstd = (dxhat * xc).sum(axis=axes, keepdims=True)       # xhat = xc * rstd
@@ -150,12 +151,13 @@ def _per_channel(param, ndim, channel_axis, name):
     return param.reshape(shape)
 
 
-def _check_channels(x, channel_axis, weight, name="weight"):
+def _check_channels(x, channel_axis, weight, bias=None):
     if x.ndim < 2:
         raise ValueError(f"x must have a batch and a channel axis, got shape {tuple(x.shape)}")
-    if weight is not None and weight.shape[0] != x.shape[channel_axis]:
-        raise ValueError(f"{name} has {weight.shape[0]} values but x has "
-                         f"{x.shape[channel_axis]} channels (axis {channel_axis})")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape[0] != x.shape[channel_axis]:
+            raise ValueError(f"{name} has {p.shape[0]} values but x has "
+                             f"{x.shape[channel_axis]} channels (axis {channel_axis})")
 
 
 def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
@@ -164,7 +166,7 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
     mask (x's shape without the channel axis; True/1 = real value) leaves
     padding out of the statistics.
     """
-    _check_channels(x, channel_axis, weight)
+    _check_channels(x, channel_axis, weight, bias)
     channel_axis %= x.ndim
     axes = tuple(a for a in range(x.ndim) if a != channel_axis)
     if mask is not None:
@@ -173,12 +175,13 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
             raise ValueError(f"mask must have shape {expected} (x without its channel axis), "
                              f"got {tuple(mask.shape)}")
         mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
+    count = math.prod(x.shape[a] for a in axes) if mask is None else mask.sum()
+    if count <= 1:   # checked before normalizing: an all-padding mask would divide 0 by 0
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
+                         + (" with the padding mask applied" if mask is not None else ""))
     y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),
                          _per_channel(bias, x.ndim, channel_axis, "bias"), eps, mask=mask)
     cache["param_shape"] = (x.shape[channel_axis],)
-    if (cache["count"] <= 1 if mask is None else (cache["count"] <= 1).any()):
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
-                         + (" with the padding mask applied" if mask is not None else ""))
     return y, cache
 
 
@@ -201,7 +204,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5):
     """InstanceNorm: statistics per sample and channel, over the spatial axes."""
-    _check_channels(x, 1, weight)
+    _check_channels(x, 1, weight, bias)
     if x.ndim < 3:
         raise ValueError(f"x must have spatial axes after (N, C), got shape {tuple(x.shape)}")
     y, cache = normalize(x, tuple(range(2, x.ndim)), _per_channel(weight, x.ndim, 1, "weight"),
@@ -215,7 +218,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
 
     The channels are split into groups by a reshape (N, C, *S) -> (N, G, C/G, *S).
     """
-    _check_channels(x, 1, weight)
+    _check_channels(x, 1, weight, bias)
     n, c = x.shape[:2]
     if num_groups <= 0 or c % num_groups:
         raise ValueError(f"num_groups={num_groups} must be positive and divide the {c} channels")

@@ -103,6 +103,8 @@ class _BatchNorm(nn.Module):
         """Normalize `input`; `pad_mask` (True = padding) keeps pads out of the statistics."""
         self._check_input_dim(input)
         valid = self._check_input(input, pad_mask)
+        if pad_mask is not None:   # select, don't multiply: inf or nan in the padding must not reach the statistics
+            input = input.masked_fill(pad_mask.unsqueeze(self.channel_axis), 0)
         factor = 0.0
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
@@ -194,7 +196,8 @@ class LayerNorm(nn.Module):
             nn.init.zeros_(self.bias)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
 
     def forward(self, input):
         _check_trailing(input, self.normalized_shape)

@@ -6,8 +6,8 @@ from normlib import nn as ours
 from normlib.data import (bucket_by_length, char_lm_windows, char_vocab, digits, padded_sequences,
                           random_batches, split, text_corpus)
 from normlib.models import NORMS, TinyCNN, TinyTransformer, make_norm
-from normlib.train import (accuracy, batch_stat_accuracy, grad_norms_per_layer, lm_loss, set_seed,
-                           train_classifier, train_lm)
+from normlib.train import (accuracy, batch_stat_accuracy, batch_stat_logits, grad_norms_per_layer, lm_loss,
+                           set_seed, train_classifier, train_lm)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,11 @@ def test_training_is_deterministic_and_learns(digit_data):
     assert len(history["train_loss"]) == len(history["grad_norm"]) == 60 and history["eval_step"] == [29, 59]
     assert sum(history["train_loss"][-10:]) < 0.5 * sum(history["train_loss"][:10])
     assert history["test_acc"] > 0.8 and history["test_acc"] == accuracy(model, x_test, y_test)
+    running_mean = model.norm1.norm.running_mean.clone()
+    model.eval()
+    index, logits = batch_stat_logits(model, x_test, batch_size=16)
+    assert len(index) == len(logits) == len(x_test) // 16 * 16 and len(index.unique()) == len(index)
+    assert torch.equal(model.norm1.norm.running_mean, running_mean) and not model.training
     assert 0.5 < batch_stat_accuracy(model, x_test, y_test, batch_size=16) <= 1
     assert grad_norms_per_layer(model)["head.weight"] > 0
 
