@@ -13,7 +13,9 @@ The functions use only operations that NumPy arrays and torch tensors share
 (`.mean(axis=, keepdims=)`, `.sum(...)`, `**`, `.reshape`), so the same lines
 run in float64 NumPy for the derivations and gradient checks, and inside the
 `torch.autograd.Function`s of `normlib.nn`.  Forward returns `(y, cache)`;
-backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.
+backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  The forward
+reuses its own buffers in place, so torch's autograd cannot trace it: to
+differentiate torch tensors, use the modules of `normlib.nn`.
 """
 import math
 
