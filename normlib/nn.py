@@ -46,7 +46,22 @@ def _check_eps(eps):
         raise ValueError(f"eps must be > 0, got eps={eps}")
 
 
-class _BatchNorm(nn.Module):
+class _AffineNorm(nn.Module):
+    """What every norm module shares: an optional learned weight (ones) and bias (zeros)."""
+
+    def _init_affine(self, shape, weight, bias, factory):
+        for name, wanted in (("weight", weight), ("bias", weight and bias)):
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)) if wanted else None)
+        _AffineNorm.reset_parameters(self)
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class _BatchNorm(_AffineNorm):
     """Shared bookkeeping of the BatchNorm classes; torch.nn's constructor and state_dict."""
 
     channel_axis = 1
@@ -58,8 +73,7 @@ class _BatchNorm(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = nn.Parameter(torch.empty(num_features, **factory)) if affine else None
-        self.bias = nn.Parameter(torch.empty(num_features, **factory)) if affine and bias else None
+        self._init_affine(num_features, affine, bias, factory)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
             self.register_buffer("running_var", torch.ones(num_features, **factory))
@@ -77,10 +91,7 @@ class _BatchNorm(nn.Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        super().reset_parameters()
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -176,7 +187,7 @@ def _check_trailing(x, normalized_shape):
                            f"[*, {', '.join(map(str, normalized_shape))}], but got input of size {list(x.shape)}")
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(_AffineNorm):
     """LayerNorm over the trailing `normalized_shape`; drop-in for torch.nn.LayerNorm."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
@@ -185,15 +196,7 @@ class LayerNorm(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.normalized_shape, self.eps = _as_shape(normalized_shape), eps
         self.elementwise_affine = elementwise_affine
-        self.weight = nn.Parameter(torch.ones(self.normalized_shape, **factory)) if elementwise_affine else None
-        self.bias = (nn.Parameter(torch.zeros(self.normalized_shape, **factory))
-                     if elementwise_affine and bias else None)
-
-    def reset_parameters(self):
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        self._init_affine(self.normalized_shape, elementwise_affine, bias, factory)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
@@ -205,7 +208,7 @@ class LayerNorm(nn.Module):
                       lambda x, w, b: F.layer_norm(x, self.normalized_shape, w, b, self.eps))
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(_AffineNorm):
     """RMSNorm (no mean, no bias); drop-in for torch.nn.RMSNorm, eps=None meaning finfo(dtype).eps."""
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
@@ -213,12 +216,7 @@ class RMSNorm(nn.Module):
         _check_eps(eps)
         self.normalized_shape, self.eps = _as_shape(normalized_shape), eps
         self.elementwise_affine = elementwise_affine
-        self.weight = (nn.Parameter(torch.ones(self.normalized_shape, device=device, dtype=dtype))
-                       if elementwise_affine else None)
-
-    def reset_parameters(self):
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
+        self._init_affine(self.normalized_shape, elementwise_affine, False, {"device": device, "dtype": dtype})
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -230,7 +228,7 @@ class RMSNorm(nn.Module):
                       lambda x, w, b: F.rms_norm(x, self.normalized_shape, w, eps))
 
 
-class GroupNorm(nn.Module):
+class GroupNorm(_AffineNorm):
     """GroupNorm over (N, C, *); drop-in for torch.nn.GroupNorm."""
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
@@ -240,14 +238,7 @@ class GroupNorm(nn.Module):
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         factory = {"device": device, "dtype": dtype}
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        self.weight = nn.Parameter(torch.ones(num_channels, **factory)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_channels, **factory)) if affine and bias else None
-
-    def reset_parameters(self):
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        self._init_affine(num_channels, affine, bias, factory)
 
     def extra_repr(self):
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
