@@ -2,7 +2,7 @@
 
 Every norm comes from `normlib.nn` (never torch.nn's), made by `make_norm`, and
 every norm module takes `forward(x, pad_mask=None)` so a model can hand the
-padding mask to all of them; only BatchNorm uses it.
+padding mask to all of them; only BatchNorm uses it (unless built with bn_mask=False).
 """
 import math
 
@@ -64,8 +64,11 @@ class ImageRMSNorm(nn.Module):
         return _apply(x, self.weight, None, self._norm)
 
 
-def make_norm(kind, channels, layout):
-    """A norm module of `kind` (one of NORMS) for layout "image" (N, C, H, W) or "sequence" (B, T, C)."""
+def make_norm(kind, channels, layout, bn_mask=True):
+    """A norm module of `kind` (one of NORMS) for layout "image" (N, C, H, W) or "sequence" (B, T, C).
+
+    bn_mask=False makes a sequence BatchNorm ignore pad_mask: pads then enter its statistics (unmasked BN).
+    """
     if kind not in NORMS:
         raise ValueError(f"kind must be one of {NORMS}, got {kind!r}")
     if layout == "image":
@@ -75,7 +78,8 @@ def make_norm(kind, channels, layout):
                 "rms": lambda: ImageRMSNorm(channels),
                 "none": lambda: IgnoreMask(nn.Identity())}
     elif layout == "sequence":
-        made = {"bn": lambda: SequenceBatchNorm(channels),          # statistics over valid (b, t) only
+        made = {"bn": lambda: SequenceBatchNorm(channels) if bn_mask   # statistics over valid (b, t) only
+                else IgnoreMask(SequenceBatchNorm(channels)),             # ... or over every (b, t), pads too
                 "ln": lambda: IgnoreMask(LayerNorm(channels)),
                 "gn": lambda: TokenGroupNorm(num_groups(channels), channels),
                 "rms": lambda: IgnoreMask(RMSNorm(channels)),
@@ -130,10 +134,11 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """One Transformer block: attention then MLP, each in a residual branch with its norm (Pre- or Post-LN)."""
 
-    def __init__(self, d_model, n_heads, norm, pre_ln, causal, dropout):
+    def __init__(self, d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask=True):
         super().__init__()
         self.pre_ln = pre_ln
-        self.norm1, self.norm2 = make_norm(norm, d_model, "sequence"), make_norm(norm, d_model, "sequence")
+        self.norm1 = make_norm(norm, d_model, "sequence", bn_mask)
+        self.norm2 = make_norm(norm, d_model, "sequence", bn_mask)
         self.attn = SelfAttention(d_model, n_heads, causal, dropout)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model),
                                  nn.Dropout(dropout))
@@ -147,18 +152,27 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    """A small Transformer: tokens (B, T) -> class logits (B, num_classes), or LM logits (B, T, vocab_size)."""
+    """A small Transformer: tokens (B, T) -> class logits (B, num_classes), or LM logits (B, T, vocab_size).
+
+    bn_mask=False: norm="bn" layers ignore pad_mask, so pads enter BatchNorm's statistics (attention and
+    pooling still skip them).  trim_padding=True: each call with a pad_mask first cuts the batch to its
+    longest sequence (dynamic padding; pads must sit at the end), so LM logits then cover only those positions.
+    """
 
     def __init__(self, vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=128, norm="ln",
-                 pre_ln=True, causal=False, num_classes=None, dropout=0.0):
+                 pre_ln=True, causal=False, num_classes=None, dropout=0.0, bn_mask=True, trim_padding=False):
         super().__init__()
-        self.pre_ln, self.num_classes = pre_ln, num_classes
+        self.pre_ln, self.num_classes, self.trim_padding = pre_ln, num_classes, trim_padding
         self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, d_model), nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, norm, pre_ln, causal, dropout) for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, "sequence") if pre_ln else None   # Pre-LN's stream needs a last norm
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask)
+                                    for _ in range(n_layers))
+        self.norm_f = make_norm(norm, d_model, "sequence", bn_mask) if pre_ln else None  # Pre-LN: a last norm
         self.head = nn.Linear(d_model, num_classes or vocab_size)
 
     def forward(self, tokens, pad_mask=None):
+        if self.trim_padding and pad_mask is not None:      # drop the columns past the longest sequence
+            width = int((~pad_mask).sum(1).max())
+            tokens, pad_mask = tokens[:, :width], pad_mask[:, :width]
         B, T = tokens.shape                                                    # batch, time
         x = self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device))  # B, T, C
         for block in self.blocks:

@@ -72,21 +72,24 @@ def accuracy(model, x, y, pad_mask=None, batch_size=None):
 
 
 @torch.no_grad()
-def batch_stat_logits(model, x, batch_size, seed=0):
+def batch_stat_logits(model, x, batch_size, seed=0, pad_mask=None):
     """Logits in train mode, so BatchNorm normalizes with each batch's own statistics -> (index (M,), logits (M, classes)).
 
-    x is cut into random full batches of batch_size (the ragged tail is left out; index says which rows were used).
-    Runs on a copy: the model's running statistics are left untouched.  Assumes no dropout.
+    x is cut into random full batches of batch_size (the ragged tail is left out; index says which rows were used);
+    the batches are those of `torch.randperm(len(x))` seeded with `seed`, as `data.random_batches` forms them.
+    Tokens x (N, T) come with their pad_mask (N, T).  Runs on a copy: the model's running statistics are left
+    untouched.  Assumes no dropout.
     """
     twin = copy.deepcopy(model).train()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     order = order[: len(x) - len(x) % batch_size]          # full batches only: BN refuses a batch of one
-    return order, torch.cat([twin(x[idx]) for idx in order.split(batch_size)])
+    logits = [_forward(twin, x[idx], None if pad_mask is None else pad_mask[idx]) for idx in order.split(batch_size)]
+    return order, torch.cat(logits)
 
 
-def batch_stat_accuracy(model, x, y, batch_size, seed=0):
+def batch_stat_accuracy(model, x, y, batch_size, seed=0, pad_mask=None):
     """Accuracy with each batch's own BatchNorm statistics (train mode), on random batches of batch_size."""
-    index, logits = batch_stat_logits(model, x, batch_size, seed)
+    index, logits = batch_stat_logits(model, x, batch_size, seed, pad_mask)
     return (logits.argmax(-1) == y[index]).float().mean().item()
 
 

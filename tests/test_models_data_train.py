@@ -5,7 +5,7 @@ import torch
 from normlib import nn as ours
 from normlib.data import (bucket_by_length, char_lm_windows, char_vocab, digits, padded_sequences,
                           random_batches, split, text_corpus)
-from normlib.models import NORMS, TinyCNN, TinyTransformer, make_norm
+from normlib.models import NORMS, IgnoreMask, TinyCNN, TinyTransformer, make_norm
 from normlib.train import (accuracy, batch_stat_accuracy, batch_stat_logits, grad_norms_per_layer, lm_loss,
                            set_seed, train_classifier, train_lm)
 
@@ -70,6 +70,58 @@ def test_bn_transformer_leaves_pads_out_of_its_statistics():
     padded = torch.cat([short, torch.randint(1, 12, (2, 4))], 1)     # pads hold garbage tokens on purpose
     pad_mask = (torch.arange(10) >= 6).expand(2, 10)
     torch.testing.assert_close(model(padded, pad_mask), model(short))
+
+
+def _padded_batch():
+    """Three sequences of lengths 3, 5, 6 padded to 10 with garbage tokens -> (tokens (3, 10), pad_mask (3, 10))."""
+    tokens = torch.randint(1, 12, (3, 10))
+    return tokens, torch.arange(10) >= torch.tensor([[3], [5], [6]])
+
+
+def test_bn_mask_false_is_bn_that_ignores_the_mask():
+    tokens, pad_mask = _padded_batch()
+    options = dict(d_model=16, n_heads=2, n_layers=2, max_len=10, norm="bn", num_classes=3)
+    set_seed(0)
+    unmasked = TinyTransformer(12, bn_mask=False, **options)
+    set_seed(0)
+    wrapped = TinyTransformer(12, **options)                 # the same weights, its BN layers wrapped by hand
+    for module in list(wrapped.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, ours.SequenceBatchNorm):
+                setattr(module, name, IgnoreMask(child))
+    assert sum(isinstance(m, ours.SequenceBatchNorm) for m in unmasked.modules()) == 5
+    assert torch.equal(unmasked(tokens, pad_mask), wrapped(tokens, pad_mask))
+    set_seed(0)
+    masked = TinyTransformer(12, **options)
+    assert not torch.allclose(unmasked(tokens, pad_mask), masked(tokens, pad_mask))   # pads moved the stats
+    for name in ("ln", "rms", "gn", "none"):                 # bn_mask changes nothing for the other norms
+        set_seed(0)
+        a = TinyTransformer(12, **{**options, "norm": name, "bn_mask": False})
+        set_seed(0)
+        assert torch.equal(a(tokens, pad_mask), TinyTransformer(12, **{**options, "norm": name})(tokens, pad_mask))
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_trim_padding_keeps_logits_where_pads_are_masked(norm):
+    tokens, pad_mask = _padded_batch()
+    set_seed(0)
+    model = TinyTransformer(12, d_model=16, n_heads=2, n_layers=2, max_len=10, norm=norm, num_classes=3)
+    full = model(tokens, pad_mask)
+    model.trim_padding = True
+    torch.testing.assert_close(model(tokens, pad_mask), full)    # masked BN too: pads are out of its stats
+
+
+def test_trim_padding_changes_unmasked_bn_and_cuts_lm_logits():
+    tokens, pad_mask = _padded_batch()
+    set_seed(0)
+    model = TinyTransformer(12, d_model=16, n_heads=2, n_layers=1, max_len=10, norm="bn", bn_mask=False,
+                            num_classes=3, trim_padding=True)
+    trimmed = model(tokens, pad_mask)
+    torch.testing.assert_close(trimmed, model(tokens[:, :6], pad_mask[:, :6]))   # longest sequence: 6 tokens
+    model.trim_padding = False
+    assert not torch.allclose(trimmed, model(tokens, pad_mask))  # 4 more pad columns enter BN's statistics
+    lm = TinyTransformer(12, d_model=16, n_heads=2, n_layers=1, max_len=10, trim_padding=True)
+    assert lm(tokens, pad_mask).shape == (3, 6, 12)
 
 
 @pytest.mark.parametrize("norm", ("ln", "rms", "none"))
@@ -147,6 +199,24 @@ def test_training_is_deterministic_and_learns(digit_data):
     assert torch.equal(model.norm1.norm.running_mean, running_mean) and not model.training
     assert 0.5 < batch_stat_accuracy(model, x_test, y_test, batch_size=16) <= 1
     assert grad_norms_per_layer(model)["head.weight"] > 0
+
+
+def test_batch_stat_logits_with_pad_mask_are_per_batch_train_mode_logits():
+    data = padded_sequences(70, 2, 10, seed=0)
+    tokens, pad_mask, labels = data["tokens"], data["pad_mask"], data["labels"]
+    set_seed(0)
+    model = TinyTransformer(16, d_model=16, n_heads=2, n_layers=1, max_len=10, norm="bn", num_classes=2).eval()
+    index, logits = batch_stat_logits(model, tokens, 16, seed=3, pad_mask=pad_mask)
+    assert torch.equal(index, torch.cat(random_batches(70, 16, seed=3)[:4]))     # the 4 full batches
+    twin = TinyTransformer(16, d_model=16, n_heads=2, n_layers=1, max_len=10, norm="bn", num_classes=2)
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = torch.cat([twin.train()(tokens[idx], pad_mask[idx]) for idx in index.split(16)])
+    assert torch.equal(logits, expected) and not model.training
+    assert torch.equal(model.blocks[0].norm1.running_mean, torch.zeros(16))   # the copy ran, not the model
+    accuracy_ = (expected.argmax(-1) == labels[index]).float().mean().item()
+    assert batch_stat_accuracy(model, tokens, labels, 16, seed=3, pad_mask=pad_mask) == accuracy_
+    assert not torch.equal(logits, batch_stat_logits(model, tokens, 16, seed=3)[1])   # pads now in BN's stats
 
 
 def test_transformer_classifier_and_lm_learn():
