@@ -1,0 +1,124 @@
+"""Measuring BatchNorm's batch statistics against its running statistics, and against pure sampling noise.
+
+Two distances per BN layer, each averaged over the C channels (features):
+
+    d_mu  = mean_c |mu_B,c - running_mean_c| / sqrt(running_var_c)   (in running standard deviations)
+    d_var = mean_c |var_B,c / running_var_c - 1|                     (relative, no unit)
+
+var_B is the unbiased batch variance, the convention of `running_var`.  The yardstick
+`noise_floor(n)` is what both distances would be if the n values behind a statistic were
+independent normal draws and the running estimates knew the true mean and variance.
+"""
+import contextlib
+import copy
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .nn import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
+
+BATCHNORMS = (BatchNorm1d, BatchNorm2d, SequenceBatchNorm)
+
+
+def batchnorm_layers(model):
+    """Yield (name, module) for every normlib BatchNorm in model; a wrapper's trailing ".norm" is dropped."""
+    for name, module in model.named_modules():
+        if isinstance(module, BATCHNORMS):
+            yield name.removesuffix(".norm"), module
+
+
+def distances(batch_mean, batch_var, mean, var):
+    """(d_mu, d_var) of batch statistics (..., C) against a reference (C,), averaged over all."""
+    d_mu = ((batch_mean - mean).abs() / var.sqrt()).mean().item()
+    d_var = (batch_var / var - 1).abs().mean().item()
+    return d_mu, d_var
+
+
+def noise_floor(n):
+    """Expected (d_mu, d_var) from sampling alone: n independent normal values, known mean and variance.
+
+    E|mu_B - mu| / sigma = sqrt(2 / (pi n)) and E|var_B / sigma^2 - 1| ~ 2 / sqrt(pi (n - 1)),
+    since a centred normal's mean absolute value is sqrt(2 / pi) times its standard deviation.
+    """
+    return np.sqrt(2 / (np.pi * n)), 2 / np.sqrt(np.pi * (n - 1))
+
+
+@contextlib.contextmanager
+def watch_batch_stats(model):
+    """In a with block, record every train-mode forward of every BN layer of model.
+
+    Yields {layer name: [(d_mu, d_var, values per statistic) per forward]}.  A forward
+    *pre*-hook compares the batch with the running estimates before this batch is folded
+    into them: the estimates eval mode would use.  The hooks go when the block exits.
+    """
+    record, handles = {}, []
+
+    def hook(name, module, inputs):
+        if module.training:
+            x = inputs[0].detach()
+            channel = module.channel_axis % x.ndim
+            axes = tuple(a for a in range(x.ndim) if a != channel)    # all but the channel
+            d_mu, d_var = distances(x.mean(axes), x.var(axes),
+                                    module.running_mean, module.running_var)
+            count = x.numel() // x.shape[channel]
+            record.setdefault(name, []).append((d_mu, d_var, count))
+
+    for name, module in batchnorm_layers(model):
+        handles.append(module.register_forward_pre_hook(partial(hook, name)))
+    try:
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def bn_inputs(model, x, batch_size):
+    """Every BN layer's input for x, fed batch by batch in train mode through a frozen copy of model.
+
+    Returns {layer name: tensor}, the batches concatenated along the sample axis (len(x), ...).
+    The copy's running statistics move; the model and its weights are untouched.
+    """
+    twin, captured = copy.deepcopy(model).train(), {}
+
+    def keep(name, module, inputs):
+        captured.setdefault(name, []).append(inputs[0])
+
+    for name, module in batchnorm_layers(twin):
+        module.register_forward_pre_hook(partial(keep, name))   # the copy is dropped, hooks and all
+    for batch in x.split(batch_size):
+        twin(batch)
+    return {name: torch.cat(chunks) for name, chunks in captured.items()}
+
+
+def frozen_distances(x, channel_axis, batch_size, scatter=False):
+    """(d_mu, d_var) of consecutive batches of batch_size samples against all of x.
+
+    The reference is exact (no running estimate, nothing moves): sampling noise alone.
+    scatter=True first shuffles every value over all batches (seeded): each batch keeps
+    its count of values per channel but no longer holds whole samples.
+    len(x) must be a multiple of batch_size.
+    """
+    channels = x.shape[channel_axis]
+    values = x.movedim(channel_axis, -1).reshape(-1, channels)        # values, C
+    if scatter:
+        generator = torch.Generator().manual_seed(0)
+        values = values[torch.randperm(len(values), generator=generator)]
+    per_batch = batch_size * len(values) // len(x)
+    batches = values.reshape(-1, per_batch, channels)                # batches, per_batch, C
+    return distances(batches.mean(1), batches.var(1), values.mean(0), values.var(0))
+
+
+@torch.no_grad()
+def batch_stat_lm_loss(model, windows, batch_size):
+    """Mean next-token cross-entropy (nats) of windows (N, T + 1) in train mode: BN uses batch statistics.
+
+    The mean is over batches of batch_size windows.  Runs on a copy, so the model's running
+    statistics are untouched.  Assumes no dropout.
+    """
+    twin = copy.deepcopy(model).train()
+    losses = [F.cross_entropy(twin(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten())   # B * T logits
+              for w in windows.split(batch_size)]
+    return torch.stack(losses).mean().item()
