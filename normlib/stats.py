@@ -15,9 +15,9 @@ from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .nn import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
+from .train import next_token_loss
 
 BATCHNORMS = (BatchNorm1d, BatchNorm2d, SequenceBatchNorm)
 
@@ -119,6 +119,5 @@ def batch_stat_lm_loss(model, windows, batch_size):
     statistics are untouched.  Assumes no dropout.
     """
     twin = copy.deepcopy(model).train()
-    losses = [F.cross_entropy(twin(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten())   # B * T logits
-              for w in windows.split(batch_size)]
+    losses = [next_token_loss(twin, w) for w in windows.split(batch_size)]
     return torch.stack(losses).mean().item()

@@ -51,6 +51,12 @@ def _forward(model, x, pad_mask):
     return model(x) if pad_mask is None else model(x, pad_mask=pad_mask)
 
 
+def next_token_loss(model, windows, reduction="mean"):
+    """Cross-entropy of predicting windows[:, 1:] from windows[:, :-1] (N, T + 1), in nats."""
+    logits = model(windows[:, :-1])                                          # N, T, vocab
+    return F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten(), reduction=reduction)
+
+
 def _eval_steps(steps, eval_every):
     return set(range(eval_every - 1, steps, eval_every)) if eval_every else set()
 
@@ -101,9 +107,7 @@ def lm_loss(model, windows, batch_size=None):
     size = batch_size or len(windows)
     total = 0.0
     for start in range(0, len(windows), size):
-        w = windows[start:start + size]
-        logits = model(w[:, :-1])                                           # B, T, vocab
-        total += F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+        total += next_token_loss(model, windows[start:start + size], reduction="sum").item()
     model.train(was_training)
     return total / windows[:, 1:].numel()
 
@@ -160,10 +164,8 @@ def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, 
     history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_loss_curve": []}
     model.train()
     for step in range(steps):
-        w = windows[next(stream)]                                            # B, T + 1
         _warmup_lr(opt, lr, step, warmup_steps)
-        logits = model(w[:, :-1])                                            # B, T, vocab
-        loss = F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten())
+        loss = next_token_loss(model, windows[next(stream)])                # a batch of B windows
         opt.zero_grad(set_to_none=True)
         loss.backward()
         history["grad_norm"].append(_total_grad_norm(model))
