@@ -108,27 +108,30 @@ class TinyCNN(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention that never attends to padded keys (and, if causal, to the future)."""
+    """Multi-head self-attention that never attends to padded keys (and, if causal, to the future).
+
+    The softmax(q k^T / sqrt(D)) v step is torch's fused `scaled_dot_product_attention`.
+    """
 
     def __init__(self, d_model, n_heads, causal=False, dropout=0.0):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.causal = n_heads, causal
+        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
         self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, pad_mask=None):
         B, T, C = x.shape                                                      # batch, time, channels
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # each B, H, T, D
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])             # B, H, T, T
-        blocked = torch.zeros(T, T, dtype=torch.bool, device=x.device)
-        if self.causal:
-            blocked = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # key after query
+        allowed = None                                                         # None: every key
         if pad_mask is not None:
-            blocked = blocked | pad_mask[:, None, None, :]                     # B, 1, T, T: padded keys
-        weights = self.dropout(scores.masked_fill(blocked, float("-inf")).softmax(-1))
-        return self.proj((weights @ v).transpose(1, 2).reshape(B, T, C))       # B, T, C
+            allowed = ~pad_mask[:, None, None, :]                              # B, 1, 1, T: real keys
+            if self.causal:
+                allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # key <= query
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, is_causal=self.causal and allowed is None,
+            dropout_p=self.dropout if self.training else 0.0)                  # B, H, T, D
+        return self.proj(out.transpose(1, 2).reshape(B, T, C))                 # B, T, C
 
 
 class Block(nn.Module):
@@ -157,17 +160,28 @@ class TinyTransformer(nn.Module):
     bn_mask=False: norm="bn" layers ignore pad_mask, so pads enter BatchNorm's statistics (attention and
     pooling still skip them).  trim_padding=True: each call with a pad_mask first cuts the batch to its
     longest sequence (dynamic padding; pads must sit at the end), so LM logits then cover only those positions.
+    init="torch" keeps torch.nn's default init of the blocks' Linear layers (uniform, variance 1/(3 fan_in));
+    init="fan_in" draws them from N(0, 1/fan_in) with zero biases, the scale of Xiong et al.'s analysis.
     """
 
     def __init__(self, vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=128, norm="ln",
-                 pre_ln=True, causal=False, num_classes=None, dropout=0.0, bn_mask=True, trim_padding=False):
+                 pre_ln=True, causal=False, num_classes=None, dropout=0.0, bn_mask=True, trim_padding=False,
+                 init="torch"):
         super().__init__()
+        if init not in ("torch", "fan_in"):
+            raise ValueError(f"init must be 'torch' or 'fan_in', got {init!r}")
         self.pre_ln, self.num_classes, self.trim_padding = pre_ln, num_classes, trim_padding
         self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, d_model), nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask)
                                     for _ in range(n_layers))
         self.norm_f = make_norm(norm, d_model, "sequence", bn_mask) if pre_ln else None  # Pre-LN: a last norm
         self.head = nn.Linear(d_model, num_classes or vocab_size)
+        if init == "fan_in":   # the regime of Xiong et al.'s analysis: each block adds about as much as the stream holds
+            for block in self.blocks:
+                for layer in block.modules():
+                    if isinstance(layer, nn.Linear):
+                        nn.init.normal_(layer.weight, std=layer.in_features ** -0.5)
+                        nn.init.zeros_(layer.bias)
 
     def forward(self, tokens, pad_mask=None):
         if self.trim_padding and pad_mask is not None:      # drop the columns past the longest sequence

@@ -156,16 +156,21 @@ def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, 
 
     Returns per step "step", "train_loss", "grad_norm" (before clipping); every eval_every steps
     "eval_step" and "test_loss_curve"; and the final eval-mode "test_loss" (None without test windows).
+    A loss that turns nan or inf ends the run: "diverged" is then True and "test_loss" is inf.
     """
     torch.manual_seed(seed)
     opt = _optimizer(model, "adam", lr)
     stream = _index_stream(len(windows), batch_size, seed, None)
     evals = _eval_steps(steps, eval_every)
-    history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_loss_curve": []}
+    history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_loss_curve": [],
+               "diverged": False}
     model.train()
     for step in range(steps):
         _warmup_lr(opt, lr, step, warmup_steps)
         loss = next_token_loss(model, windows[next(stream)])                # a batch of B windows
+        if not torch.isfinite(loss):      # diverged: every later step would be nan too
+            history["diverged"] = True
+            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         history["grad_norm"].append(_total_grad_norm(model))
@@ -177,5 +182,6 @@ def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, 
         if step in evals and windows_test is not None:
             history["eval_step"].append(step)
             history["test_loss_curve"].append(lm_loss(model, windows_test, 256))
-    history["test_loss"] = None if windows_test is None else lm_loss(model, windows_test, 256)
+    history["test_loss"] = None if windows_test is None else (
+        float("inf") if history["diverged"] else lm_loss(model, windows_test, 256))
     return history

@@ -1,0 +1,100 @@
+"""One training run of each Part II experiment, as a function of its settings, for `normlib.parallel.run_all`.
+
+A run builds its own data and model from its arguments and seed, so any worker
+process can run it, and it returns plain numbers (lists and floats), never a model.
+"""
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from . import data
+from .models import TinyTransformer
+from .train import set_seed, train_lm
+
+
+@functools.lru_cache(maxsize=4)
+def char_lm_data(context, test_windows=512):
+    """The pydoc text as windows of context + 1 characters -> (train (N, T + 1), test (M, T + 1), vocab_size).
+
+    The split is fixed (seed 0); `test_windows` caps the test set so evaluation stays cheap.
+    """
+    text = data.text_corpus()
+    stoi, itos = data.char_vocab(text)
+    train, test = data.split(data.char_lm_windows(text, context, stoi), 0.1, seed=0)
+    return train, test[:test_windows], len(itos)
+
+
+def char_lm_baselines(context):
+    """Test loss (nats per character) of the unigram and the bigram model counted on the training windows.
+
+    Counts are add-0.1 smoothed.  They are what "learned nothing beyond character
+    frequencies" and "learned only the previous character" look like.
+    """
+    train, test, vocab = char_lm_data(context)
+    unigram = torch.bincount(train[:, 1:].flatten(), minlength=vocab).double() + 0.1
+    bigram = torch.full((vocab, vocab), 0.1, dtype=torch.float64)
+    bigram.index_put_((train[:, :-1].flatten(), train[:, 1:].flatten()),
+                      torch.ones(train[:, 1:].numel(), dtype=torch.float64), accumulate=True)
+    nll = lambda probs: -probs.log().mean().item()
+    return dict(unigram=nll((unigram / unigram.sum())[test[:, 1:].flatten()]),
+                bigram=nll((bigram / bigram.sum(1, keepdim=True))[test[:, :-1].flatten(), test[:, 1:].flatten()]))
+
+
+def causal_lm(vocab_size, context, seed, **model_args):
+    """A causal TinyTransformer language model, initialized from `seed`."""
+    set_seed(seed)
+    return TinyTransformer(vocab_size, max_len=context, causal=True, **model_args)
+
+
+def lm_run(*, seed, steps, batch_size, lr, context=16, warmup_steps=0, eval_every=None, **model_args):
+    """Train a causal char-level LM on the pydoc text -> its history (see `train.train_lm`), numbers only.
+
+    model_args go to TinyTransformer (d_model, n_heads, n_layers, norm, pre_ln, ...).
+    A run whose loss turns nan or inf stops there; its final "test_loss" is then inf.
+    """
+    train, test, vocab = char_lm_data(context)
+    model = causal_lm(vocab, context, seed, **model_args)
+    history = train_lm(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                       windows_test=test, warmup_steps=warmup_steps, eval_every=eval_every)
+    history["settings"] = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, context=context,
+                               warmup_steps=warmup_steps, **model_args)
+    return history
+
+
+def fc2_grad_norms(*, seed, n_layers, batches=8, batch_size=16, context=16, **model_args):
+    """Xiong et al.'s measurement: the norm of the expected gradient of each block's W_FC2 at initialization.
+
+    W_FC2 is the second weight of each block's MLP.  The gradient is averaged over
+    `batches` batches first, then its Frobenius norm taken, as in their Figure 3.
+    Returns a list, block 1 (next to the input) first.
+    """
+    train, _, vocab = char_lm_data(context)
+    model = causal_lm(vocab, context, seed, n_layers=n_layers, **model_args)
+    weights = [block.mlp[2].weight for block in model.blocks]
+    totals = [torch.zeros_like(w) for w in weights]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    for batch in order[: batches * batch_size].split(batch_size):
+        windows = train[batch]
+        logits = model(windows[:, :-1])                                        # B, T, vocab
+        grads = torch.autograd.grad(F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()), weights)
+        for total, grad in zip(totals, grads):
+            total += grad
+    return [(total / batches).norm().item() for total in totals]
+
+
+@torch.no_grad()
+def stream_growth(*, seed, n_layers, windows=16, context=16, **model_args):
+    """E||x_l||^2 / d of the residual stream entering each block (l = 0 is the embedding) and leaving the last.
+
+    The quantity of Xiong et al.'s Lemma 2, measured on `windows` training windows at initialization.
+    """
+    train, _, vocab = char_lm_data(context)
+    model = causal_lm(vocab, context, seed, n_layers=n_layers, **model_args)
+    tokens = train[:windows, :-1]                                              # B, T
+    x = model.tok_emb(tokens) + model.pos_emb(torch.arange(tokens.shape[1]))   # B, T, C
+    sizes = [x.pow(2).mean().item()]
+    for block in model.blocks:
+        x = block(x)
+        sizes.append(x.pow(2).mean().item())
+    return sizes

@@ -1,0 +1,71 @@
+"""normlib.parallel and normlib.experiments: worker processes change only the wall time, runs are self-contained."""
+import math
+
+import pytest
+import torch
+
+from normlib.experiments import (causal_lm, char_lm_baselines, char_lm_data, fc2_grad_norms, lm_run,
+                                 stream_growth)
+from normlib.parallel import run_all
+from normlib.train import train_lm
+
+TINY = dict(steps=4, batch_size=4, lr=1e-3, d_model=8, n_heads=2, n_layers=1)
+
+
+def test_run_all_in_workers_equals_in_process_and_keeps_order():
+    configs = [dict(seed=seed, pre_ln=pre, **TINY) for seed in (0, 1) for pre in (True, False)]
+    here = run_all(lm_run, configs, workers=1)
+    there = run_all(lm_run, configs, workers=2)
+    assert all(run["settings"].items() >= config.items() for run, config in zip(there, configs))
+    assert [run["train_loss"] for run in there] == [run["train_loss"] for run in here]
+    assert here[0]["train_loss"] != here[2]["train_loss"]      # seeds differ, so order is tested
+
+
+def test_run_all_of_nothing():
+    assert run_all(lm_run, [], workers=2) == []
+
+
+def test_baselines_order():
+    baselines = char_lm_baselines(16)
+    assert 3.0 < baselines["unigram"] < 3.5
+    assert 2.0 < baselines["bigram"] < baselines["unigram"] - 0.5
+
+
+def test_char_lm_data_shapes():
+    train, test, vocab = char_lm_data(16)
+    assert train.shape[1] == test.shape[1] == 17 and len(test) == 512
+    assert int(train.max()) < vocab
+
+
+def test_a_diverged_run_stops_and_reports_inf():
+    train, test, vocab = char_lm_data(16)
+    model = causal_lm(vocab, 16, seed=0, d_model=8, n_heads=2, n_layers=1)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    history = train_lm(model, train, steps=5, batch_size=4, lr=1e-3, seed=0, windows_test=test)
+    assert history["diverged"] and history["test_loss"] == math.inf and history["step"] == []
+
+
+def test_lm_run_learns():
+    history = lm_run(seed=0, **dict(TINY, steps=40, lr=1e-2, d_model=16))
+    assert not history["diverged"]
+    assert history["train_loss"][-1] < history["train_loss"][0] - 0.5
+
+
+@pytest.mark.parametrize("pre_ln", [True, False])
+def test_fc2_grad_norms(pre_ln):
+    norms = fc2_grad_norms(seed=0, n_layers=3, batches=2, d_model=8, n_heads=2, pre_ln=pre_ln)
+    assert len(norms) == 3 and all(value > 0 for value in norms)
+    assert norms == fc2_grad_norms(seed=0, n_layers=3, batches=2, d_model=8, n_heads=2, pre_ln=pre_ln)
+
+
+def test_stream_growth_follows_the_init():
+    small = stream_growth(seed=0, n_layers=4, d_model=16, n_heads=2)
+    large = stream_growth(seed=0, n_layers=4, d_model=16, n_heads=2, init="fan_in")
+    assert len(small) == 5 and small[0] == large[0]              # same embedding, different blocks
+    assert large[-1] - large[0] > 2 * (small[-1] - small[0])
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="init"):
+        causal_lm(10, 8, seed=0, init="xavier")
