@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from . import data
 from .models import TinyTransformer
-from .train import set_seed, train_lm
+from .stats import batch_stat_lm_loss
+from .train import lm_loss, set_seed, train_lm
 
 
 @functools.lru_cache(maxsize=4)
@@ -98,3 +99,17 @@ def stream_growth(*, seed, n_layers, windows=16, context=16, **model_args):
         x = block(x)
         sizes.append(x.pow(2).mean().item())
     return sizes
+
+
+def lm_mode_losses(*, seed, steps, batch_size, lr, context=32, scored=16, **model_args):
+    """Train a causal LM, then score `scored` test windows three ways -> [eval mode, train mode, train mode alone].
+
+    Eval mode uses BatchNorm's running statistics; train mode normalizes the scored
+    windows as one batch; "alone" normalizes each window by itself (batch 1) and averages.
+    """
+    train, test, vocab = char_lm_data(context)
+    model = causal_lm(vocab, context, seed, **model_args)
+    train_lm(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    windows = test[:scored]
+    return [lm_loss(model, windows), batch_stat_lm_loss(model, windows, scored),
+            batch_stat_lm_loss(model, windows, 1)]

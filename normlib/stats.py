@@ -112,6 +112,7 @@ def frozen_distances(x, channel_axis, batch_size, scatter=False):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def batch_stat_lm_loss(model, windows, batch_size):
     """Mean next-token cross-entropy (nats) of windows (N, T + 1) in train mode: BN uses batch statistics.
 
