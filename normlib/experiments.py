@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from . import data
-from .models import TinyTransformer
+from .models import TinyCNN, TinyTransformer
 from .stats import batch_stat_lm_loss
-from .train import lm_loss, set_seed, train_lm
+from .train import lm_loss, set_seed, train_classifier, train_lm
 
 
 @functools.lru_cache(maxsize=4)
@@ -48,18 +48,36 @@ def causal_lm(vocab_size, context, seed, **model_args):
     return TinyTransformer(vocab_size, max_len=context, causal=True, **model_args)
 
 
-def lm_run(*, seed, steps, batch_size, lr, context=16, warmup_steps=0, eval_every=None, **model_args):
+def lm_run(*, seed, steps, batch_size, lr, context=16, warmup_steps=0, schedule="constant", eval_every=None,
+           batch_stat_batch_size=None, **model_args):
     """Train a causal char-level LM on the pydoc text -> its history (see `train.train_lm`), numbers only.
 
     model_args go to TinyTransformer (d_model, n_heads, n_layers, norm, pre_ln, ...).
     A run whose loss turns nan or inf stops there; its final "test_loss" is then inf.
+    batch_stat_batch_size: also score the test windows in train mode, in batches of that
+    size ("batch_stat_test_loss"; BatchNorm then uses each batch's statistics).
     """
     train, test, vocab = char_lm_data(context)
     model = causal_lm(vocab, context, seed, **model_args)
-    history = train_lm(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                       windows_test=test, warmup_steps=warmup_steps, eval_every=eval_every)
+    history = train_lm(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, windows_test=test,
+                       warmup_steps=warmup_steps, schedule=schedule, eval_every=eval_every)
+    if batch_stat_batch_size:
+        history["batch_stat_test_loss"] = batch_stat_lm_loss(model, test, batch_stat_batch_size)
     history["settings"] = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, context=context,
-                               warmup_steps=warmup_steps, **model_args)
+                               warmup_steps=warmup_steps, schedule=schedule, **model_args)
+    return history
+
+
+def cnn_run(*, seed, steps, batch_size, lr, norm, schedule="constant", eval_every=None):
+    """Train TinyCNN(norm) on the digits (fixed split) -> its history (see `train.train_classifier`)."""
+    x_train, y_train, x_test, y_test = data.digits(seed=0)
+    set_seed(seed)
+    model = TinyCNN(norm)
+    history = train_classifier(model, x_train, y_train, x_test=x_test, y_test=y_test, steps=steps,
+                               batch_size=batch_size, lr=lr, seed=seed, schedule=schedule,
+                               eval_every=eval_every)
+    history["settings"] = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, norm=norm,
+                               schedule=schedule)
     return history
 
 

@@ -1,5 +1,6 @@
 """One seeded training and evaluation loop for every experiment in the book."""
 import copy
+import math
 import random
 
 import numpy as np
@@ -18,8 +19,8 @@ def set_seed(seed, threads=1):
 # ---- pieces shared by the two loops ------------------------------------------
 
 def _optimizer(model, name, lr):
-    if name == "adam":   # foreach: one fused call over all parameters, faster on tiny models
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    if name == "adam":   # fused: one kernel for the whole update, the fastest on tiny models
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, foreach=True)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
@@ -37,10 +38,15 @@ def _index_stream(n, batch_size, seed, batches):
         yield from torch.randperm(n, generator=g)[: n - n % batch_size].split(batch_size)
 
 
-def _warmup_lr(optimizer, lr, step, warmup_steps):
-    """Linear warm-up from lr/warmup_steps to lr over warmup_steps, then constant."""
+def _set_lr(optimizer, lr, step, steps, warmup_steps, schedule):
+    """The learning rate of `step`: a linear warm-up over warmup_steps, then constant or a cosine decay to 0."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    scale = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "cosine" and step >= warmup_steps:
+        scale = 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
     for group in optimizer.param_groups:
-        group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
+        group["lr"] = lr * scale
 
 
 def _total_grad_norm(model):
@@ -120,9 +126,11 @@ def grad_norms_per_layer(model):
 # ---- training loops ------------------------------------------------------------
 
 def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None, y_test=None, optimizer="adam",
-                     warmup_steps=0, eval_every=None, batches=None, pad_mask=None, pad_mask_test=None):
+                     warmup_steps=0, schedule="constant", eval_every=None, batches=None, pad_mask=None,
+                     pad_mask_test=None):
     """Train with cross-entropy on (x, y); x is images (N, 1, 8, 8) or tokens (N, T) with pad_mask (N, T).
 
+    schedule: "constant" or "cosine" (decay to 0 at the last step), after warmup_steps of linear warm-up.
     Returns a history dict: per step "step", "train_loss", "grad_norm"; every eval_every steps
     "eval_step" and "test_acc_curve"; and the final eval-mode accuracy "test_acc" (None without a test set).
     """
@@ -134,7 +142,7 @@ def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None, y
     model.train()
     for step in range(steps):
         idx = next(stream)
-        _warmup_lr(opt, lr, step, warmup_steps)
+        _set_lr(opt, lr, step, steps, warmup_steps, schedule)
         mask = None if pad_mask is None else pad_mask[idx]
         loss = F.cross_entropy(_forward(model, x[idx], mask), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -151,9 +159,10 @@ def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None, y
 
 
 def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, warmup_steps=0,
-             eval_every=None, clip=None):
+             schedule="constant", eval_every=None, clip=None):
     """Train a language model on windows (N, T + 1): predict w[:, 1:] from w[:, :-1], Adam.
 
+    The learning rate warms up and decays as in `train_classifier`.
     Returns per step "step", "train_loss", "grad_norm" (before clipping); every eval_every steps
     "eval_step" and "test_loss_curve"; and the final eval-mode "test_loss" (None without test windows).
     A loss that turns nan or inf ends the run: "diverged" is then True and "test_loss" is inf.
@@ -166,7 +175,7 @@ def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, 
                "diverged": False}
     model.train()
     for step in range(steps):
-        _warmup_lr(opt, lr, step, warmup_steps)
+        _set_lr(opt, lr, step, steps, warmup_steps, schedule)
         loss = next_token_loss(model, windows[next(stream)])                # a batch of B windows
         if not torch.isfinite(loss):      # diverged: every later step would be nan too
             history["diverged"] = True

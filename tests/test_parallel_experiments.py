@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from normlib.experiments import (causal_lm, char_lm_baselines, char_lm_data, fc2_grad_norms, lm_run,
+from normlib.experiments import (causal_lm, char_lm_baselines, char_lm_data, cnn_run, fc2_grad_norms, lm_run,
                                  stream_growth)
 from normlib.parallel import run_all
 from normlib.train import train_lm
@@ -69,3 +69,21 @@ def test_stream_growth_follows_the_init():
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="init"):
         causal_lm(10, 8, seed=0, init="xavier")
+
+
+def test_cnn_run_learns_and_cosine_schedule_ends_near_zero():
+    history = cnn_run(seed=0, steps=60, batch_size=32, lr=3e-3, norm="bn", schedule="cosine")
+    assert history["test_acc"] > 0.5
+
+
+def test_set_lr_schedules():
+    from normlib.train import _set_lr
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lrs = []
+    for step in range(10):
+        _set_lr(opt, 1.0, step, 10, 2, "cosine")
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[2] == 1.0 and lrs[-1] < 0.05
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    with pytest.raises(ValueError, match="schedule"):
+        _set_lr(opt, 1.0, 0, 10, 0, "linear")

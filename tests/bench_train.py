@@ -1,0 +1,75 @@
+"""Optimizer steps per second of the Part II Transformers, in one process and spread over worker processes.
+
+Run with `make bench`.  "one process" is how a chapter trained before runs went
+to workers: one run after another on one thread.  "all cores" runs 4 runs per
+worker through `normlib.parallel.run_all` and counts every run's steps against
+the wall time, starting the workers included, which is what a chapter's time pays for.
+
+`python tests/bench_train.py --normlib DIR` times the normlib package in DIR instead
+(e.g. an older checkout, for a before/after comparison).
+"""
+import importlib.util
+import sys
+import time
+
+import torch
+
+if "--normlib" in sys.argv:   # load that directory's normlib before anything imports the installed one
+    _where = sys.argv[sys.argv.index("--normlib") + 1] + "/normlib"
+    _spec = importlib.util.spec_from_file_location("normlib", _where + "/__init__.py",
+                                                   submodule_search_locations=[_where])
+    sys.modules["normlib"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["normlib"])
+
+from normlib.data import char_lm_windows, char_vocab, split, text_corpus
+from normlib.models import TinyTransformer
+from normlib.train import set_seed, train_lm
+
+CASES = [  # name, TinyTransformer arguments, batch size (windows of 16 characters)
+    ("chapter 6 LM, LayerNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="ln"), 32),
+    ("chapter 6 LM, BatchNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="bn"), 32),
+    ("chapter 7 sweep, 2 blocks", dict(d_model=32, n_heads=2, n_layers=2), 16),
+    ("chapter 7 sweep, 6 blocks", dict(d_model=32, n_heads=2, n_layers=6), 16),
+]
+STEPS = 300
+
+
+def timed_run(model_args, batch_size, seed=0, steps=STEPS):
+    """Seconds for `steps` optimizer steps of one causal LM on 16-character windows."""
+    text = text_corpus()
+    stoi, itos = char_vocab(text)
+    train, _ = split(char_lm_windows(text, 16, stoi), 0.1, seed=0)
+    set_seed(seed)
+    model = TinyTransformer(len(itos), max_len=16, causal=True, **model_args)
+    train_lm(model, train, steps=10, batch_size=batch_size, lr=3e-3, seed=seed)   # warm up
+    start = time.perf_counter()
+    train_lm(model, train, steps=steps, batch_size=batch_size, lr=3e-3, seed=seed)
+    return time.perf_counter() - start
+
+
+def main():
+    torch.set_num_threads(1)
+    run_all = None           # an older normlib (--normlib) has no worker pool: one process only
+    if "--normlib" not in sys.argv:
+        from normlib.parallel import default_workers, run_all
+    import normlib.models
+    print(f"normlib from {normlib.models.__file__}")
+    print(f"torch {torch.__version__}, 1 thread per process, {STEPS} steps per run")
+    print(f"{'model':27s} {'one process':>12s} {'all cores':>10s} {'speed-up':>9s}")
+    for name, model_args, batch_size in CASES:
+        one = STEPS / timed_run(model_args, batch_size)
+        line = f"{name:27s} {one:12.0f}"
+        if run_all is not None:
+            workers = default_workers()
+            configs = [dict(model_args=model_args, batch_size=batch_size, seed=seed)
+                       for seed in range(4 * workers)]
+            start = time.perf_counter()
+            run_all(timed_run, configs, workers)
+            pooled = len(configs) * STEPS / (time.perf_counter() - start)
+            line += f" {pooled:10.0f} {pooled / one:9.2f}"
+        print(line + "   steps/s")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
