@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from . import data
-from .models import TinyCNN, TinyTransformer
-from .stats import batch_stat_lm_loss
-from .train import lm_loss, set_seed, train_classifier, train_lm
+from .models import TinyCNN, TinyMLP, TinyTransformer
+from .stats import batch_stat_lm_loss, precise_bn
+from .train import accuracy, batch_stat_accuracy, lm_loss, set_seed, train_classifier, train_lm
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,3 +131,26 @@ def lm_mode_losses(*, seed, steps, batch_size, lr, context=32, scored=16, **mode
     windows = test[:scored]
     return [lm_loss(model, windows), batch_stat_lm_loss(model, windows, scored),
             batch_stat_lm_loss(model, windows, 1)]
+
+
+def batch_size_run(*, model, norm, batch_size, seed, epochs, base_lr, base_batch=32):
+    """Train TinyCNN or TinyMLP ("cnn" or "mlp") on the digits at one batch size -> test accuracies.
+
+    As Wu & He (2018) train across batch sizes: a fixed number of epochs, SGD with
+    momentum 0.9 and the linear scaling rule lr = base_lr * batch_size / base_batch
+    (here with a cosine decay to 0).  Returns "ema" (eval mode, running statistics)
+    and, for BatchNorm, "precise" (statistics re-estimated on the training set,
+    `stats.precise_bn`) and "batch" (train mode, test batches of batch_size).
+    """
+    x_train, y_train, x_test, y_test = data.digits(seed=0)
+    set_seed(seed)
+    net = {"cnn": TinyCNN, "mlp": TinyMLP}[model](norm)
+    history = train_classifier(net, x_train, y_train, steps=epochs * (len(x_train) // batch_size),
+                               batch_size=batch_size, lr=base_lr * batch_size / base_batch, seed=seed,
+                               optimizer="sgd", schedule="cosine")
+    result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=len(history["step"]),
+                  ema=accuracy(net, x_test, y_test))
+    if norm == "bn":
+        result["precise"] = accuracy(precise_bn(net, x_train), x_test, y_test)
+        result["batch"] = batch_stat_accuracy(net, x_test, y_test, batch_size, seed)
+    return result

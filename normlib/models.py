@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .nn import BatchNorm2d, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm, _apply
+from .nn import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm, _apply
 
 NORMS = ("bn", "ln", "rms", "gn", "none")
 
@@ -65,7 +65,7 @@ class ImageRMSNorm(nn.Module):
 
 
 def make_norm(kind, channels, layout, bn_mask=True):
-    """A norm module of `kind` (one of NORMS) for layout "image" (N, C, H, W) or "sequence" (B, T, C).
+    """A norm module of `kind` (one of NORMS) for layout "image" (N, C, H, W), "vector" (N, C) or "sequence" (B, T, C).
 
     bn_mask=False makes a sequence BatchNorm ignore pad_mask: pads then enter its statistics (unmasked BN).
     """
@@ -77,6 +77,12 @@ def make_norm(kind, channels, layout, bn_mask=True):
                 "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels), channels)),
                 "rms": lambda: ImageRMSNorm(channels),
                 "none": lambda: IgnoreMask(nn.Identity())}
+    elif layout == "vector":
+        made = {"bn": lambda: IgnoreMask(BatchNorm1d(channels)),
+                "ln": lambda: IgnoreMask(LayerNorm(channels)),
+                "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels), channels)),
+                "rms": lambda: IgnoreMask(RMSNorm(channels)),
+                "none": lambda: IgnoreMask(nn.Identity())}
     elif layout == "sequence":
         made = {"bn": lambda: SequenceBatchNorm(channels) if bn_mask   # statistics over valid (b, t) only
                 else IgnoreMask(SequenceBatchNorm(channels)),             # ... or over every (b, t), pads too
@@ -85,7 +91,7 @@ def make_norm(kind, channels, layout, bn_mask=True):
                 "rms": lambda: IgnoreMask(RMSNorm(channels)),
                 "none": lambda: IgnoreMask(nn.Identity())}
     else:
-        raise ValueError(f"layout must be 'image' or 'sequence', got {layout!r}")
+        raise ValueError(f"layout must be 'image', 'vector' or 'sequence', got {layout!r}")
     return made[kind]()
 
 
@@ -105,6 +111,25 @@ class TinyCNN(nn.Module):
         x = self.pool(torch.relu(self.norm1(self.conv1(x))))  # N, c1, 4, 4
         x = self.pool(torch.relu(self.norm2(self.conv2(x))))  # N, c2, 2, 2
         return self.head(x.flatten(1))                         # N, num_classes
+
+
+class TinyMLP(nn.Module):
+    """linear-norm-relu twice, then a linear head: (N, 1, 8, 8) digits -> (N, num_classes) logits.
+
+    Its BatchNorm averages N values per statistic, where TinyCNN's averages N*H*W.
+    """
+
+    def __init__(self, norm="bn", width=128, num_classes=10):
+        super().__init__()
+        bias = norm == "none"                                  # a norm's shift makes the bias redundant
+        self.fc1, self.norm1 = nn.Linear(64, width, bias=bias), make_norm(norm, width, "vector")
+        self.fc2, self.norm2 = nn.Linear(width, width, bias=bias), make_norm(norm, width, "vector")
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.norm1(self.fc1(x.flatten(1))))   # N, width
+        x = torch.relu(self.norm2(self.fc2(x)))               # N, width
+        return self.head(x)                                    # N, num_classes
 
 
 class SelfAttention(nn.Module):

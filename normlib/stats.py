@@ -122,3 +122,26 @@ def batch_stat_lm_loss(model, windows, batch_size):
     twin = copy.deepcopy(model).train()
     losses = [next_token_loss(twin, w) for w in windows.split(batch_size)]
     return torch.stack(losses).mean().item()
+
+
+@torch.no_grad()
+def precise_bn(model, x, batch_size=256):
+    """A copy of model whose BatchNorm running statistics are re-estimated on x ("precise BN").
+
+    Wu & Johnson (2021): after training, replace the exponential moving averages with
+    a true average over many samples of the final weights.  Here every BN layer's
+    statistics become the plain average (momentum=None) over batches of batch_size
+    rows of x, taken in train mode with the weights frozen.  Assumes no dropout.
+    """
+    twin = copy.deepcopy(model).train()
+    layers = [layer for _, layer in batchnorm_layers(twin)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None                      # a plain average over the batches below
+    full = len(x) - len(x) % batch_size if len(x) >= batch_size else len(x)
+    for batch in x[:full].split(batch_size):       # equal batches: each counts the same
+        twin(batch)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    return twin.eval()

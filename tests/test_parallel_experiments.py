@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from normlib.experiments import (causal_lm, char_lm_baselines, char_lm_data, cnn_run, fc2_grad_norms, lm_run,
-                                 stream_growth)
+from normlib.experiments import (batch_size_run, causal_lm, char_lm_baselines, char_lm_data, cnn_run,
+                                 fc2_grad_norms, lm_run, stream_growth)
 from normlib.parallel import run_all
 from normlib.train import train_lm
 
@@ -87,3 +87,38 @@ def test_set_lr_schedules():
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
     with pytest.raises(ValueError, match="schedule"):
         _set_lr(opt, 1.0, 0, 10, 0, "linear")
+
+
+def test_tiny_mlp_and_vector_norms():
+    from normlib.models import TinyMLP, make_norm
+    x = torch.randn(5, 1, 8, 8)
+    for norm in ("bn", "ln", "gn", "rms", "none"):
+        assert TinyMLP(norm)(x).shape == (5, 10)
+    with pytest.raises(ValueError, match="layout"):
+        make_norm("bn", 4, "volume")
+
+
+def test_precise_bn_is_the_plain_average_and_leaves_the_model_alone():
+    from normlib.models import TinyMLP
+    from normlib.stats import precise_bn
+    torch.manual_seed(0)
+    model = TinyMLP("bn").train()
+    for _ in range(3):
+        model(torch.randn(8, 1, 8, 8) * 3 + 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(64, 1, 8, 8)
+    twin = precise_bn(model, x, batch_size=16)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not twin.training and twin.norm1.norm.momentum == 0.1
+    with torch.no_grad():
+        h = model.fc1(x.flatten(1))                              # layer 1's input: fixed weights
+    means = torch.stack([part.mean(0) for part in h.split(16)]).mean(0)
+    torch.testing.assert_close(twin.norm1.norm.running_mean, means)
+
+
+def test_batch_size_run_reports_three_accuracies_for_bn():
+    result = batch_size_run(model="mlp", norm="bn", batch_size=32, seed=0, epochs=1, base_lr=0.1)
+    assert {"ema", "precise", "batch"} <= result.keys() and result["steps"] == 1348 // 32
+    assert result["ema"] > 0.5
+    other = batch_size_run(model="cnn", norm="gn", batch_size=64, seed=0, epochs=1, base_lr=0.1)
+    assert "precise" not in other
