@@ -135,27 +135,36 @@ class TinyMLP(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention that never attends to padded keys (and, if causal, to the future).
 
-    The softmax(q k^T / sqrt(D)) v step is torch's fused `scaled_dot_product_attention`.
+    The softmax(q k^T / sqrt(D)) v step runs as torch's fused `scaled_dot_product_attention`;
+    fused=False spells it out (torch.func.vmap has no batching rule for the fused kernel).
     """
 
     def __init__(self, d_model, n_heads, causal=False, dropout=0.0):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
+        self.n_heads, self.causal, self.dropout, self.fused = n_heads, causal, dropout, True
         self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
 
     def forward(self, x, pad_mask=None):
         B, T, C = x.shape                                                      # batch, time, channels
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # each B, H, T, D
         allowed = None                                                         # None: every key
+        if self.causal:
+            allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()   # key <= query
         if pad_mask is not None:
-            allowed = ~pad_mask[:, None, None, :]                              # B, 1, 1, T: real keys
-            if self.causal:
-                allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # key <= query
-        out = nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, is_causal=self.causal and allowed is None,
-            dropout_p=self.dropout if self.training else 0.0)                  # B, H, T, D
+            real = ~pad_mask[:, None, None, :]                                 # B, 1, 1, T: real keys
+            allowed = real if allowed is None else allowed & real
+        dropout = self.dropout if self.training else 0.0
+        if self.fused:
+            out = nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if pad_mask is None else allowed,
+                is_causal=self.causal and pad_mask is None, dropout_p=dropout)  # B, H, T, D
+        else:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])          # B, H, T, T
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            out = nn.functional.dropout(scores.softmax(-1), dropout) @ v       # B, H, T, D
         return self.proj(out.transpose(1, 2).reshape(B, T, C))                 # B, T, C
 
 

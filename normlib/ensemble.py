@@ -1,0 +1,136 @@
+"""Many small models trained as one: torch.func.vmap runs E independent runs through one Python loop.
+
+A tiny model spends most of a training step in Python and in per-operation
+overhead, not in arithmetic.  Stacking E models of the same architecture along a
+new leading axis and mapping one functional call over it pays that overhead once
+per step for all E.  Each member keeps its own initialization, data order,
+learning rate and warm-up, and its own Adam state: the members never interact, so
+each ends as if trained alone (up to float rounding), as tests/test_ensemble.py checks.
+"""
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from .models import SelfAttention
+from .train import _index_stream
+
+
+class Ensemble:
+    """E models of one architecture as stacked parameters and buffers, called through vmap."""
+
+    def __init__(self, models):
+        self.params, self.buffers = stack_module_state(list(models))      # name -> (E, *shape)
+        self.size = len(models)
+        self.base = copy.deepcopy(models[0]).to("meta")                    # the architecture only
+        for module in self.base.modules():
+            if isinstance(module, SelfAttention):
+                module.fused = False              # vmap has no batching rule for the fused kernel
+
+    def __call__(self, *inputs, training=True):
+        """inputs stacked along a leading member axis (E, ...) -> outputs (E, ...)."""
+        self.base.train(training)
+
+        def one(params, buffers, *member_inputs):
+            return functional_call(self.base, (params, buffers), member_inputs)
+
+        return vmap(one)(self.params, self.buffers, *inputs)
+
+    def member(self, index, model):
+        """Copy member `index`'s parameters and buffers into `model` (same architecture) and return it."""
+        state = {name: value[index] for name, value in {**self.params, **self.buffers}.items()}
+        model.load_state_dict(state)
+        return model
+
+
+def _lm_losses(logits, targets):
+    """Per-member next-token cross-entropy: logits (E, B, T, V), targets (E, B, T) -> (E,)."""
+    E, B, T, V = logits.shape                                          # members, batch, time, vocab
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none").view(E, -1).mean(1)
+
+
+class _Adam:
+    """Adam over stacked parameters with one learning rate per member (torch.optim.Adam's defaults)."""
+
+    def __init__(self, params, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.betas, self.eps, self.t = list(params), betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, lrs):
+        """lrs (E,): this step's learning rate of every member."""
+        self.t += 1
+        b1, b2 = self.betas
+        grads = [p.grad for p in self.params]
+        torch._foreach_lerp_(self.m, grads, 1 - b1)                     # m = b1 m + (1 - b1) g
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)           # v = b2 v + (1 - b2) g^2
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, math.sqrt(1 - b2 ** self.t))
+        torch._foreach_add_(denom, self.eps)                            # sqrt(v_hat) + eps
+        steps = torch._foreach_div(self.m, denom)
+        scale = lrs / (1 - b1 ** self.t)                                # lr * m_hat / m
+        for p, s in zip(self.params, steps):
+            p.sub_(s * scale.view(-1, *[1] * (p.ndim - 1)))
+
+
+def _lr_scales(step, steps, warmups, schedule):
+    """Each member's learning-rate factor at `step` (see train._set_lr): warm-up, then constant or cosine."""
+    scales = []
+    for warmup in warmups:
+        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        if schedule == "cosine" and step >= warmup:
+            scale = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        scales.append(scale)
+    return torch.tensor(scales)
+
+
+@torch.no_grad()
+def _test_losses(ensemble, windows_test, batch_size=256):
+    """Eval-mode next-token loss of every member on the same test windows (N, T + 1) -> (E,)."""
+    total = torch.zeros(ensemble.size, dtype=torch.float64)
+    for chunk in windows_test.split(batch_size):
+        stacked = chunk.expand(ensemble.size, *chunk.shape)                      # E, n, T + 1
+        logits = ensemble(stacked[:, :, :-1], training=False)
+        total += _lm_losses(logits, stacked[:, :, 1:]).double() * chunk[:, 1:].numel()
+    return total / windows_test[:, 1:].numel()
+
+
+def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_steps=None,
+                      schedule="constant", windows_test=None):
+    """Train E language models at once, member e exactly as train.train_lm would with lrs[e], seeds[e].
+
+    warmup_steps: one per member (default none).  Returns one history per member,
+    with "train_loss" per step, "diverged" and the final eval-mode "test_loss"
+    (inf for a member whose loss turned nan or inf; it is left out from then on).
+    The models' initialization must already differ (build each after set_seed(seed)).
+    """
+    ensemble = Ensemble(models)
+    E = ensemble.size
+    warmups = list(warmup_steps or [0] * E)
+    streams = [_index_stream(len(windows), batch_size, seed, None) for seed in seeds]
+    base_lrs = torch.tensor(lrs, dtype=torch.float32)
+    optimizer = _Adam(ensemble.params.values())
+    diverged = torch.zeros(E, dtype=torch.bool)
+    losses = []
+    for step in range(steps):
+        batch = windows[torch.stack([next(stream) for stream in streams])]       # E, B, T + 1
+        member_losses = _lm_losses(ensemble(batch[:, :, :-1]), batch[:, :, 1:])  # E
+        diverged |= ~torch.isfinite(member_losses.detach())
+        for p in ensemble.params.values():
+            p.grad = None
+        member_losses.masked_fill(diverged, 0.0).sum().backward()
+        optimizer.step(torch.where(diverged, 0.0, base_lrs * _lr_scales(step, steps, warmups, schedule)))
+        losses.append(member_losses.detach())
+    losses = torch.stack(losses, 1)                                                # E, steps
+    test = _test_losses(ensemble, windows_test) if windows_test is not None else None
+    histories = []
+    for e in range(E):
+        history = {"train_loss": losses[e].tolist(), "diverged": bool(diverged[e])}
+        if test is not None:
+            history["test_loss"] = math.inf if diverged[e] else test[e].item()
+        histories.append(history)
+    return histories, ensemble
