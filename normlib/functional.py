@@ -13,11 +13,14 @@ The functions use only operations that NumPy arrays and torch tensors share
 (`.mean(axis=, keepdims=)`, `.sum(...)`, `**`, `.reshape`), so the same lines
 run in float64 NumPy for the derivations and gradient checks, and inside the
 `torch.autograd.Function`s of `normlib.nn`.  Forward returns `(y, cache)`;
-backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  The forward
-reuses its own buffers in place, so torch's autograd cannot trace it: to
-differentiate torch tensors, use the modules of `normlib.nn`.
+backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  Nothing is
+modified in place: every array returned or cached is fresh, and torch's
+autograd can trace both directions (which is how `normlib.nn` differentiates
+the backward a second time).
 """
 import math
+
+import torch
 
 
 def _check_eps(eps):
@@ -39,11 +42,59 @@ def _mean(a, axes, mask, count):
     return (a * mask).sum(axis=axes, keepdims=True) / count
 
 
+def _fused(*arrays):
+    """Whether torch's fused kernels may replace a step: torch tensors that autograd is not recording.
+
+    Only the speed differs; NumPy arrays and recorded tensors take the plain lines below it.
+    """
+    if not isinstance(arrays[0], torch.Tensor):
+        return False
+    return not torch.is_grad_enabled() or not any(a.requires_grad for a in arrays if isinstance(a, torch.Tensor))
+
+
+def _moments(x, axes, mask, count, center):
+    """The mean (None when not centering) and the biased variance (around 0 when not centering)."""
+    if _fused(x) and mask is None and x.numel() > 0:
+        if center:
+            var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)   # one pass, Welford
+            return mean, var
+        return None, torch.linalg.vector_norm(x, dim=axes, keepdim=True).square_() / count
+    mean = _mean(x, axes, mask, count) if center else None
+    xc = x - mean if center else x                     # two passes: stable for large offsets
+    return mean, _mean(xc * xc, axes, mask, count)
+
+
+def _scaled(x, mean, rstd):
+    """(x - mean) * rstd, or x * rstd without a mean."""
+    if mean is None:
+        return x * rstd
+    if _fused(x, mean, rstd):
+        return torch.sub(x, mean).mul_(rstd)           # one new buffer, not two
+    return (x - mean) * rstd
+
+
+def _scale_shift(xhat, weight, bias):
+    """weight * xhat + bias (weight 1 and bias 0 when None), always a new array."""
+    if bias is not None and weight is not None and _fused(xhat, weight, bias):
+        return torch.addcmul(bias, xhat, weight)        # one pass, not two
+    y = xhat * (1 if weight is None else weight)
+    return y if bias is None else y + bias
+
+
+def _project_out(dxhat, mean_dxhat, xhat, mean_dxhat_xhat, rstd):
+    """rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat): dxhat less its parts along 1 and xhat."""
+    if _fused(dxhat, xhat, rstd):
+        return torch.sub(dxhat, mean_dxhat).addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
+    return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+
+
 def _sum_to(a, shape):
     """Sum a broadcast array back down to `shape` (the gradient of broadcasting)."""
     lead = a.ndim - len(shape)                      # broadcasting added these leading axes
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1)
-    return a.sum(axis=axes, keepdims=True).reshape(shape) if axes else a
+    if not axes:   # nothing to sum, yet a new array: the caller may keep it while `a` changes
+        return a * 1
+    return a.sum(axis=axes, keepdims=True).reshape(shape)
 
 
 def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None):
@@ -56,30 +107,14 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
     _check_eps(eps)
     axes = tuple(a % x.ndim for a in axes)
     count = _count(x, axes, mask)
-    # In-place steps (*=, +=) reuse buffers this function made itself: on large
-    # inputs every fresh full-size temporary costs as much as the arithmetic.
-    if center:
-        mean = _mean(x, axes, mask, count)                 # E[x]
-        xc = x - mean                                      # x - E[x]
-    else:
-        mean, xc = None, x
-    var = _mean(xc * xc, axes, mask, count)                # E[(x - E[x])^2], two passes: stable
-    rstd = (var + eps) ** -0.5                             # 1 / sqrt(var + eps)
-    if center:
-        xc *= rstd                                         # xhat = (x - E[x]) * rstd, in xc's buffer
-        xhat = xc
-    else:
-        xhat = x * rstd                                    # xhat = x * rstd
+    mean, var = _moments(x, axes, mask, count, center)      # E[x], E[(x - E[x])^2]
+    rstd = (var + eps) ** -0.5                              # 1 / sqrt(var + eps)
+    xhat = _scaled(x, mean, rstd)                           # (x - E[x]) * rstd
     if mask is not None:
-        xhat *= mask                                       # pads contribute nothing downstream
-    y = xhat if weight is None else xhat * weight          # y = weight * xhat ...
-    if bias is not None:
-        if y is xhat:
-            y = xhat + bias                                # ... + bias (xhat is kept for backward)
-        else:
-            y += bias
-        if mask is not None:
-            y *= mask
+        xhat = xhat * mask                                  # pads contribute nothing downstream
+    y = _scale_shift(xhat, weight, bias)                    # weight * xhat + bias, never xhat itself
+    if mask is not None and bias is not None:
+        y = y * mask
     cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes, center=center, mask=mask,
                  count=count, mean=mean, var=var, eps=eps, x_shape=x.shape,
                  bias_shape=None if bias is None else bias.shape,
@@ -101,20 +136,14 @@ def normalize_backward(dy, cache):
     dy_xhat = dy * xhat
     dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
     dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
-    if weight is None:
-        dxhat, dxhat_xhat = dy, dy_xhat
-    else:
-        dxhat = dy * weight                             # y = weight * xhat + bias
-        dy_xhat *= weight                               # in dy_xhat's buffer: dxhat * xhat
-        dxhat_xhat = dy_xhat
-    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), term by term
-    dx = xhat * -_mean(dxhat_xhat, axes, mask, count)  # - xhat * mean(dxhat * xhat)
-    dx += dxhat                                         # + dxhat
-    if cache["center"]:
-        dx -= _mean(dxhat, axes, mask, count)           # - mean(dxhat)
-    dx *= rstd
+    dxhat = dy if weight is None else dy * weight           # y = weight * xhat + bias
+    dxhat_xhat = dy_xhat if weight is None else dy_xhat * weight
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    mean_dxhat = _mean(dxhat, axes, mask, count) if cache["center"] else 0
+    mean_dxhat_xhat = _mean(dxhat_xhat, axes, mask, count)
+    dx = _project_out(dxhat, mean_dxhat, xhat, mean_dxhat_xhat, rstd)
     if mask is not None:
-        dx *= mask
+        dx = dx * mask
     if cache["param_shape"] is not None:  # per-channel parameters travel in broadcast shape
         dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
         dbias = None if dbias is None else dbias.reshape(cache["param_shape"])

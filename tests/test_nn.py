@@ -73,6 +73,8 @@ CASES = {
     "LayerNorm-(B,T,C)": ("LayerNorm", (4,), {}, (2, 5, 4)),
     "LayerNorm-multi-dim": ("LayerNorm", ((3, 4),), {}, (2, 3, 4)),
     "LayerNorm-N=1": ("LayerNorm", (6,), {}, (1, 6)),
+    "LayerNorm-unbatched": ("LayerNorm", (6,), {}, (6,)),          # regression: weight.grad was dy * xhat * weight
+    "LayerNorm-unbatched-multi-dim": ("LayerNorm", ((2, 3),), {}, (2, 3)),
     "LayerNorm-bias=False": ("LayerNorm", (4,), {"bias": False}, (2, 5, 4)),
     "LayerNorm-no-affine": ("LayerNorm", (4,), {"elementwise_affine": False}, (2, 5, 4)),
     "GroupNorm-(N,C,H,W)": ("GroupNorm", (2, 4), {}, (2, 4, 3, 3)),
@@ -83,6 +85,7 @@ CASES = {
     "RMSNorm-(B,T,C)": ("RMSNorm", (4,), {}, (2, 5, 4)),
     "RMSNorm-multi-dim-eps": ("RMSNorm", ((3, 4),), {"eps": 1e-6}, (2, 3, 4)),
     "RMSNorm-no-affine": ("RMSNorm", (4,), {"elementwise_affine": False}, (2, 5, 4)),
+    "RMSNorm-unbatched": ("RMSNorm", (6,), {}, (6,)),
 }
 
 
