@@ -207,7 +207,8 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
                              f"got {tuple(mask.shape)}")
         mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
     count = math.prod(x.shape[a] for a in axes) if mask is None else mask.sum()
-    if count <= 1:   # checked before normalizing: an all-padding mask would divide 0 by 0
+    # An empty batch passes, as in torch (its output is empty); an all-padding one would divide 0 by 0
+    if count == 1 or (mask is not None and count == 0):
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
                          + (" with the padding mask applied" if mask is not None else ""))
     y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm")
-TWINS = ("BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "RMSNorm")
+TWINS = ("BatchNorm1d", "BatchNorm2d", "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm")
 
 
 def randn(*shape, seed=0, dtype=torch.float64):
@@ -223,12 +223,15 @@ REPR_CASES = {
     "GroupNorm-options": ("GroupNorm", (2, 4), {"eps": 1e-3, "affine": False}),
     "RMSNorm": ("RMSNorm", (4,), {}),
     "RMSNorm-options": ("RMSNorm", ((2, 3),), {"eps": 1e-6, "elementwise_affine": False}),
+    "InstanceNorm1d": ("InstanceNorm1d", (3,), {}),
+    "InstanceNorm2d-options": ("InstanceNorm2d", (3,), {"eps": 1e-3, "momentum": None, "affine": True,
+                                                        "bias": False, "track_running_stats": True}),
 }
 ATTRIBUTES = {"BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
               "LayerNorm": ("normalized_shape", "eps", "elementwise_affine"),
               "GroupNorm": ("num_groups", "num_channels", "eps", "affine"),
               "RMSNorm": ("normalized_shape", "eps", "elementwise_affine")}
-ATTRIBUTES["BatchNorm2d"] = ATTRIBUTES["BatchNorm1d"]
+ATTRIBUTES["BatchNorm2d"] = ATTRIBUTES["InstanceNorm1d"] = ATTRIBUTES["InstanceNorm2d"] = ATTRIBUTES["BatchNorm1d"]
 
 
 @pytest.mark.parametrize("case", REPR_CASES)
