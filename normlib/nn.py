@@ -99,5 +99,8 @@ class GroupNorm(AffineNorm):
             raise RuntimeError(f"GroupNorm expects input of shape (N, {self.num_channels}, *), "
                                f"got {list(input.shape)}")
         check_param_dtype(input, weight=self.weight, bias=self.bias)
+        if input.shape[0] * input.shape[1] // self.num_groups * input.shape[2:].numel() == 1:
+            # torch's rule: a single sample whose groups hold one value each (its output would be all zeros)
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         return normalize(input, self.weight, self.bias,
                          lambda x, w, b: F.group_norm(x, self.num_groups, w, b, self.eps))
