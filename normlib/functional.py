@@ -47,30 +47,22 @@ def _fused(*arrays):
 
     Only the speed differs; NumPy arrays and recorded tensors take the plain lines below it.
     """
-    if not isinstance(arrays[0], torch.Tensor):
+    if not isinstance(arrays[0], torch.Tensor) or arrays[0].numel() == 0:
         return False
     return not torch.is_grad_enabled() or not any(a.requires_grad for a in arrays if isinstance(a, torch.Tensor))
 
 
-def _moments(x, axes, mask, count, center):
-    """The mean (None when not centering) and the biased variance (around 0 when not centering)."""
-    if _fused(x) and mask is None and x.numel() > 0:
-        if center:
-            var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)   # one pass, Welford
-            return mean, var
-        return None, torch.linalg.vector_norm(x, dim=axes, keepdim=True).square_() / count
-    mean = _mean(x, axes, mask, count) if center else None
-    xc = x - mean if center else x                     # two passes: stable for large offsets
-    return mean, _mean(xc * xc, axes, mask, count)
+def _mean_square(a, axes, mask, count):
+    """mean(a * a) over `axes`."""
+    if mask is None and _fused(a) and axes == tuple(range(a.ndim - len(axes), a.ndim)):
+        # innermost axes: one read, no a * a (over outer axes torch's norm is slower than a * a and a sum)
+        return torch.linalg.vector_norm(a, dim=axes, keepdim=True).square_() / count
+    return _mean(a * a, axes, mask, count)
 
 
-def _scaled(x, mean, rstd):
-    """(x - mean) * rstd, or x * rstd without a mean."""
-    if mean is None:
-        return x * rstd
-    if _fused(x, mean, rstd):
-        return torch.sub(x, mean).mul_(rstd)           # one new buffer, not two
-    return (x - mean) * rstd
+def _scale(a, factor, owned):
+    """a * factor; in a's buffer when fused and `owned` (a is a temporary of the caller's, seen by no one else)."""
+    return a.mul_(factor) if owned and _fused(a, factor) else a * factor
 
 
 def _scale_shift(xhat, weight, bias):
@@ -81,10 +73,37 @@ def _scale_shift(xhat, weight, bias):
     return y if bias is None else y + bias
 
 
-def _project_out(dxhat, mean_dxhat, xhat, mean_dxhat_xhat, rstd):
-    """rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat): dxhat less its parts along 1 and xhat."""
-    if _fused(dxhat, xhat, rstd):
-        return torch.sub(dxhat, mean_dxhat).addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
+def _mean_times(a, weight, axes, mask, count):
+    """mean(a * weight) over `axes` (mean(a) when weight is None), without forming a * weight if fused."""
+    if weight is None or mask is not None or not _fused(a, weight):
+        return _mean(a if weight is None else a * weight, axes, mask, count)
+    shape = (1,) * (a.ndim - weight.ndim) + tuple(weight.shape)      # weight as broadcast against a
+    varying = tuple(ax for ax in axes if shape[ax] != 1)
+    if varying == axes == tuple(range(a.ndim - len(axes), a.ndim)) and all(
+            shape[ax] == 1 for ax in range(a.ndim) if ax not in axes):   # LayerNorm: one matrix-vector product
+        rows = a.reshape(-1, weight.numel()) @ weight.reshape(-1)
+        return rows.reshape(tuple(1 if ax in axes else n for ax, n in enumerate(a.shape))) / count
+    # sum over the axes where weight is constant first (all of them for BatchNorm, space for GroupNorm)
+    constant = tuple(ax for ax in axes if shape[ax] == 1)
+    partial = (a.sum(dim=constant, keepdim=True) if constant else a) * weight   # torch: dim=() sums everything
+    return (partial.sum(dim=varying, keepdim=True) if varying else partial) / count
+
+
+def _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd, out):
+    """rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) with dxhat = dy * weight.
+
+    That is dxhat less its components along 1 and along xhat (chapter 2's two projections).
+    `out`, a spent temporary of dy's shape, receives the result when fused (a fresh tensor costs page faults).
+    """
+    if _fused(dy, xhat, rstd, weight):   # three passes, no new buffer; rstd last, so 0 stays exactly 0
+        if weight is None:
+            dx = torch.sub(dy, mean_dxhat, out=out)
+        elif torch.is_tensor(mean_dxhat):
+            dx = torch.addcmul(-mean_dxhat, dy, weight, out=out)   # dy * weight - mean_dxhat
+        else:
+            dx = torch.mul(dy, weight, out=out)                    # RMSNorm: no mean to take out
+        return dx.addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
+    dxhat = dy if weight is None else dy * weight
     return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
 
 
@@ -107,9 +126,11 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
     _check_eps(eps)
     axes = tuple(a % x.ndim for a in axes)
     count = _count(x, axes, mask)
-    mean, var = _moments(x, axes, mask, count, center)      # E[x], E[(x - E[x])^2]
+    mean = _mean(x, axes, mask, count) if center else None  # E[x]
+    xc = x - mean if center else x                          # x - E[x]
+    var = _mean_square(xc, axes, mask, count)               # E[(x - E[x])^2], two passes: stable
     rstd = (var + eps) ** -0.5                              # 1 / sqrt(var + eps)
-    xhat = _scaled(x, mean, rstd)                           # (x - E[x]) * rstd
+    xhat = _scale(xc, rstd, owned=center)                   # (x - E[x]) * rstd
     if mask is not None:
         xhat = xhat * mask                                  # pads contribute nothing downstream
     y = _scale_shift(xhat, weight, bias)                    # weight * xhat + bias, never xhat itself
@@ -136,12 +157,10 @@ def normalize_backward(dy, cache):
     dy_xhat = dy * xhat
     dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
     dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
-    dxhat = dy if weight is None else dy * weight           # y = weight * xhat + bias
-    dxhat_xhat = dy_xhat if weight is None else dy_xhat * weight
-    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    mean_dxhat = _mean(dxhat, axes, mask, count) if cache["center"] else 0
-    mean_dxhat_xhat = _mean(dxhat_xhat, axes, mask, count)
-    dx = _project_out(dxhat, mean_dxhat, xhat, mean_dxhat_xhat, rstd)
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
+    mean_dxhat = _mean_times(dy, weight, axes, mask, count) if cache["center"] else 0
+    mean_dxhat_xhat = _mean_times(dy_xhat, weight, axes, mask, count)
+    dx = _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd, out=dy_xhat)  # spent
     if mask is not None:
         dx = dx * mask
     if cache["param_shape"] is not None:  # per-channel parameters travel in broadcast shape
