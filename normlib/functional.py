@@ -13,10 +13,15 @@ The functions use only operations that NumPy arrays and torch tensors share
 (`.mean(axis=, keepdims=)`, `.sum(...)`, `**`, `.reshape`), so the same lines
 run in float64 NumPy for the derivations and gradient checks, and inside the
 `torch.autograd.Function`s of `normlib.nn`.  Forward returns `(y, cache)`;
-backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  Nothing is
-modified in place: every array returned or cached is fresh, and torch's
-autograd can trace both directions (which is how `normlib.nn` differentiates
-the backward a second time).
+backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  Nothing
+returned or cached is modified later, and torch's autograd can trace both
+directions (which is how `normlib.nn` differentiates the backward a second time).
+
+A few steps go through small helpers (`_mean_square`, `_mean_times`,
+`_project_out`, ...): on NumPy arrays, and on tensors autograd records, each
+is the plain line of the formula; on other torch tensors it picks torch's
+fused kernels (and reuses the function's own temporaries), which only changes
+the speed.
 """
 import math
 
@@ -157,13 +162,14 @@ def normalize_backward(dy, cache):
     dy_xhat = dy * xhat
     dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
     dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
-    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * weight
     mean_dxhat = _mean_times(dy, weight, axes, mask, count) if cache["center"] else 0
     mean_dxhat_xhat = _mean_times(dy_xhat, weight, axes, mask, count)
-    dx = _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd, out=dy_xhat)  # spent
+    dx = _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd,
+                      out=dy_xhat)                          # dy_xhat is spent: reuse it
     if mask is not None:
         dx = dx * mask
-    if cache["param_shape"] is not None:  # per-channel parameters travel in broadcast shape
+    if cache["param_shape"] is not None:  # per-channel parameters: broadcast shape
         dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
         dbias = None if dbias is None else dbias.reshape(cache["param_shape"])
     return dx.reshape(cache["x_shape"]), dweight, dbias
