@@ -14,7 +14,7 @@ from torch import nn as tnn
 
 from norm_cases import MODULES, precision_errors
 from normlib import nn as ours
-from test_nn import assert_same_buffers, close, forward_backward, pair, randn, run
+from test_nn import assert_same_buffers, close, forward_backward, pad_mask_from_lengths, pair, randn, run
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -49,6 +49,15 @@ def test_gradgradcheck(case, mode):
     call, params = functional_call(module)
     x = randn(*shape, seed=1).requires_grad_()
     assert torch.autograd.gradgradcheck(call, (x, *params))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_gradgradcheck_with_pad_mask(mode):
+    module = getattr(pair("SequenceBatchNorm", (3,), {})[0], mode)()
+    pad_mask = pad_mask_from_lengths([4, 2, 1], 4)
+    call = lambda x, w, b: torch.func.functional_call(module, {"weight": w, "bias": b}, (x,), {"pad_mask": pad_mask})
+    _, params = functional_call(module)
+    assert torch.autograd.gradgradcheck(call, (randn(3, 4, 3, seed=1).requires_grad_(), *params))
 
 
 @pytest.mark.parametrize("case", MODULE_CASES)
