@@ -46,6 +46,14 @@ class _NormBase(AffineNorm):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        """torch's upgrade of old checkpoints: num_batches_tracked, added in version 2, keeps its value."""
+        key = prefix + "num_batches_tracked"
+        if local_metadata.get("version", 0) < 2 and self.track_running_stats and key not in state_dict:
+            meta = self.num_batches_tracked.device.type == "meta"
+            state_dict[key] = torch.tensor(0, dtype=torch.long) if meta else self.num_batches_tracked
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
     def _check_dtypes(self, x):
         check_param_dtype(x, weight=self.weight, bias=self.bias, running_mean=self.running_mean)
 
@@ -148,6 +156,22 @@ class _InstanceNorm(_NormBase):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
                  device=None, dtype=None, *, bias=True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Checkpoints from before torch 0.4 (no version) carry running statistics this layer may not track."""
+        keys = [prefix + name for name in ("running_mean", "running_var") if prefix + name in state_dict]
+        if local_metadata.get("version") is None and not self.track_running_stats and keys:
+            name, buffers = type(self).__name__, " and ".join(f'"{k}"' for k in keys)   # torch's message
+            error_msgs.append(
+                f"Unexpected running stats buffer(s) {buffers} for {name} with track_running_stats=False. If state_dict is a checkpoint saved before 0.4.0, "
+                f"this may be expected because {name} does not track running stats by default since 0.4.0. "
+                f"Please remove these keys from state_dict. If the running stats are actually needed, instead set "
+                f"track_running_stats=True in {name} to enable them. See the documentation of {name} for details.")
+            for key in keys:
+                state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _check_input_dim(self, x):
         if x.dim() not in (self.spatial_dims + 1, self.spatial_dims + 2):

@@ -230,6 +230,30 @@ def test_pickle_deepcopy_and_torch_save_keep_the_module(case):
         close(restored(x), module(x))
 
 
+def old_checkpoint(state, version):
+    """A state_dict as an older torch wrote it: version 1 (no num_batches_tracked) or none at all."""
+    state = type(state)((k, v) for k, v in state.items() if version is not None or k != "num_batches_tracked")
+    state._metadata = {"": {"version": version}} if version is not None else {}
+    return state
+
+
+@pytest.mark.parametrize("name", ["BatchNorm1d", "InstanceNorm1d"])
+def test_old_checkpoints_load_as_in_torch(name):
+    mine, theirs = (getattr(library, name)(3, track_running_stats=True, dtype=torch.float64)
+                    for library in (ours, tnn))
+    for module in (mine, theirs):
+        module(randn(4, 3, 5))
+        module.load_state_dict(old_checkpoint(module.state_dict(), version=1))   # keeps num_batches_tracked
+    assert_same_buffers(mine, theirs)
+    errors = []
+    for library in (ours, tnn):       # InstanceNorm before torch 0.4 always saved running statistics
+        untracked = getattr(library, name)(3, track_running_stats=False)
+        with pytest.raises(RuntimeError) as info:
+            untracked.load_state_dict(old_checkpoint(theirs.state_dict(), version=None))
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+
+
 LAYOUTS = {
     "transposed": lambda x: x.transpose(0, 1).contiguous().transpose(0, 1),
     "strided": lambda x: torch.repeat_interleave(x, 2, dim=-1)[..., ::2],
