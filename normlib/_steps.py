@@ -6,8 +6,6 @@ backward).  For torch tensors that autograd is not recording it first tries
 torch's fused primitives (`vector_norm`, `addcmul`, matrix-vector products,
 `out=` buffers): the same value in fewer passes over memory.  `_fused` decides.
 """
-import math
-
 import torch
 
 
@@ -99,7 +97,4 @@ def _sum_to(a, shape):
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1)
     if not axes:   # nothing to sum, yet a new array: the caller may keep it while `a` changes
         return a * 1
-    if axes == tuple(range(lead)) and _fused(a):   # LayerNorm's parameters: a faster matrix-vector product
-        rows = math.prod(a.shape[:lead])
-        return (a.new_ones(rows) @ a.reshape(rows, -1)).reshape(shape)
     return a.sum(axis=axes, keepdims=True).reshape(shape)

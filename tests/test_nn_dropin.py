@@ -175,10 +175,10 @@ def test_instance_norm_errors_and_warnings_match_torch():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 @pytest.mark.parametrize("name", MODULES)
 def test_half_input_is_no_less_accurate_than_torch(name, dtype):
-    """y, dx and dweight against float64: within 2x torch's error plus a floor of 1e-6 (relative)."""
+    """y, dx and dweight against float64: within 2x torch's error plus a floor of 3e-7 (relative)."""
     errors = precision_errors(name, dtype)
     for quantity, mine, theirs in zip(("y", "dx", "dweight"), errors["normlib"], errors["torch"]):
-        assert mine <= 2 * theirs + 1e-6, (quantity, mine, theirs)
+        assert mine <= 2 * theirs + 3e-7, (quantity, mine, theirs)
 
 
 @pytest.mark.parametrize("case", [c for c in MODULE_CASES if c != "SequenceBatchNorm"])
