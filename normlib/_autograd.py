@@ -1,4 +1,4 @@
-"""The autograd bridge of normlib.nn: a `functional` norm as a torch.autograd.Function, and what every module shares.
+"""The autograd bridge of normlib.nn: a `functional` norm as an autograd.Function, and what all modules share.
 
 The backward is the derived `normalize_backward`, run on the forward's cache.
 When autograd records the backward itself (`create_graph=True`: gradient

@@ -164,8 +164,8 @@ class _InstanceNorm(_NormBase):
         if local_metadata.get("version") is None and not self.track_running_stats and keys:
             name, buffers = type(self).__name__, " and ".join(f'"{k}"' for k in keys)   # torch's message
             error_msgs.append(
-                f"Unexpected running stats buffer(s) {buffers} for {name} with track_running_stats=False. If state_dict is a checkpoint saved before 0.4.0, "
-                f"this may be expected because {name} does not track running stats by default since 0.4.0. "
+                f"Unexpected running stats buffer(s) {buffers} for {name} with track_running_stats=False. "
+                f"If state_dict is a checkpoint saved before 0.4.0, this may be expected because {name} does not track running stats by default since 0.4.0. "
                 f"Please remove these keys from state_dict. If the running stats are actually needed, instead set "
                 f"track_running_stats=True in {name} to enable them. See the documentation of {name} for details.")
             for key in keys:

@@ -72,7 +72,8 @@ def precision_table():
     for name in MODULES:
         for dtype in (torch.bfloat16, torch.float16):
             errors = precision_errors(name, dtype, small=False)
-            cells = [f"{errors[lib][i]:{w}.1e}" for i in range(3) for lib, w in (("normlib", 10), ("torch", 9 - (i == 0)))]
+            widths = (("normlib", 10), ("torch", 9))
+            cells = [f"{errors[lib][i]:{w - (i == 0 and lib == 'torch')}.1e}" for i in range(3) for lib, w in widths]
             print(f"{name:15s} {str(dtype)[6:]:9s} " + " ".join(cells))
 
 

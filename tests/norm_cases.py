@@ -52,7 +52,7 @@ def precision_errors(name, dtype, seed=0, small=True):
             module.weight.copy_(weight)
         xi = x.to(x_dtype, copy=True).requires_grad_()
         with warnings.catch_warnings() if label == "torch" else contextlib.nullcontext():
-            warnings.simplefilter("ignore")     # torch's RMSNorm warns that a float32 weight takes it off its fused kernel
+            warnings.simplefilter("ignore")     # torch's RMSNorm: a float32 weight takes it off its fused kernel
             y = module(xi)
             y.backward(dy.to(x_dtype))
         assert y.dtype == x_dtype and xi.grad.dtype == x_dtype, label

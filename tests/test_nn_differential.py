@@ -32,7 +32,8 @@ def configurations(draw):
     batch = draw(sizes)
     kwargs = {"eps": draw(st.sampled_from([1e-5, 1e-3, 0.5]))}
     if name.startswith(("Batch", "Instance")):
-        spatial = {"BatchNorm1d": draw(st.sampled_from([(), (draw(sizes),)])), "BatchNorm2d": (draw(sizes), draw(sizes)),
+        spatial = {"BatchNorm1d": draw(st.sampled_from([(), (draw(sizes),)])),
+                   "BatchNorm2d": (draw(sizes), draw(sizes)),
                    "InstanceNorm1d": (draw(sizes),), "InstanceNorm2d": (draw(sizes), draw(sizes))}[name]
         unbatched = name.startswith("Instance") and draw(st.booleans())
         shape = (() if unbatched else (batch,)) + (channels,) + spatial
