@@ -44,7 +44,9 @@ class _Normalize(torch.autograd.Function):
         ctx.keys, ctx.norm_fn = keys, norm_fn
         ctx.meta = {k: v for k, v in cache.items() if k not in keys}
         stats.update(mean=cache["mean"], var=cache["var"], count=cache["count"])
-        return y.to(x.dtype)
+        # detach: GroupNorm's y is a reshaped view, and autograd refuses in-place changes (an in-place
+        # ReLU) to a view a custom Function returns; the alias is not a view, and nothing saved shares it
+        return y.to(x.dtype).detach()
 
     @staticmethod
     def backward(ctx, dy):

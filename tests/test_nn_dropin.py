@@ -77,6 +77,19 @@ def test_gradient_penalty_matches_torch(case):
         close(mine, theirs)
 
 
+@pytest.mark.parametrize("name, args, kwargs, shape", [
+    ("LayerNorm", (4,), {"elementwise_affine": False}, (3, 4)), ("GroupNorm", (2, 4), {"affine": False}, (2, 4, 3)),
+    ("BatchNorm1d", (3,), {"affine": False}, (4, 3)), ("InstanceNorm1d", (3,), {}, (2, 3, 4))])
+def test_output_may_be_changed_in_place(name, args, kwargs, shape):
+    """Regression: without weight and bias the output was xhat itself, which backward reads (an in-place ReLU broke it)."""
+    grads = []
+    for module in pair(name, args, kwargs):
+        x = randn(*shape, seed=8).requires_grad_()
+        torch.relu_(module(x)).backward(randn(*shape, seed=9))
+        grads.append(x.grad)
+    close(*grads)
+
+
 # ---- empty batches --------------------------------------------------------------
 EMPTY = {  # id: class name, args, kwargs, input shape with a zero
     "BatchNorm1d-N=0": ("BatchNorm1d", (3,), {}, (0, 3)),
