@@ -195,9 +195,10 @@ def test_half_input_is_no_less_accurate_than_torch(name, dtype):
 
 
 @pytest.mark.parametrize("case", [c for c in MODULE_CASES if c != "SequenceBatchNorm"])
-def test_half_input_dtypes_match_torch(case):
+@pytest.mark.parametrize("module_dtype", [torch.float32, torch.bfloat16], ids=["float32-module", "bfloat16-module"])
+def test_half_input_dtypes_match_torch(case, module_dtype):
     name, args, kwargs, shape = MODULE_CASES[case]
-    mine, theirs = (getattr(library, name)(*args, **kwargs) for library in (ours, tnn))
+    mine, theirs = (getattr(library, name)(*args, **kwargs, dtype=module_dtype) for library in (ours, tnn))
     x = randn(*shape, dtype=torch.float32).to(torch.bfloat16)
     for mode in ("train", "eval"):
         results = []
