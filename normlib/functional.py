@@ -13,11 +13,20 @@ The functions use only operations that NumPy arrays and torch tensors share
 (`.mean(axis=, keepdims=)`, `.sum(...)`, `**`, `.reshape`), so the same lines
 run in float64 NumPy for the derivations and gradient checks, and inside the
 `torch.autograd.Function`s of `normlib.nn`.  Forward returns `(y, cache)`;
-backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  The forward
-reuses its own buffers in place, so torch's autograd cannot trace it: to
-differentiate torch tensors, use the modules of `normlib.nn`.
+backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  Nothing
+returned or cached is modified later, and torch's autograd can trace both
+directions (which is how `normlib.nn` differentiates the backward a second time).
+
+A few steps go through small helpers (`_steps.py`: `_mean_square`,
+`_mean_times`, `_project_out`, ...): on NumPy arrays, and on tensors autograd
+records, each is the plain line of the formula; on other torch tensors it picks
+torch's fused kernels (and reuses the function's own temporaries), which only
+changes the speed.
 """
 import math
+
+# the steps torch has fused kernels for: each helper is also the plain line of the formula
+from ._steps import _mean, _mean_square, _mean_times, _project_out, _scale, _scale_shift, _sum_to
 
 
 def _check_eps(eps):
@@ -32,20 +41,6 @@ def _count(x, axes, mask):
     return mask.sum(axis=axes, keepdims=True)
 
 
-def _mean(a, axes, mask, count):
-    """Mean over `axes`; with a 0/1 mask, over the positions it selects."""
-    if mask is None:
-        return a.mean(axis=axes, keepdims=True)
-    return (a * mask).sum(axis=axes, keepdims=True) / count
-
-
-def _sum_to(a, shape):
-    """Sum a broadcast array back down to `shape` (the gradient of broadcasting)."""
-    lead = a.ndim - len(shape)                      # broadcasting added these leading axes
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1)
-    return a.sum(axis=axes, keepdims=True).reshape(shape) if axes else a
-
-
 def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None):
     """Normalize x over `axes`, then scale by `weight` and shift by `bias`.
 
@@ -56,30 +51,16 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
     _check_eps(eps)
     axes = tuple(a % x.ndim for a in axes)
     count = _count(x, axes, mask)
-    # In-place steps (*=, +=) reuse buffers this function made itself: on large
-    # inputs every fresh full-size temporary costs as much as the arithmetic.
-    if center:
-        mean = _mean(x, axes, mask, count)                 # E[x]
-        xc = x - mean                                      # x - E[x]
-    else:
-        mean, xc = None, x
-    var = _mean(xc * xc, axes, mask, count)                # E[(x - E[x])^2], two passes: stable
-    rstd = (var + eps) ** -0.5                             # 1 / sqrt(var + eps)
-    if center:
-        xc *= rstd                                         # xhat = (x - E[x]) * rstd, in xc's buffer
-        xhat = xc
-    else:
-        xhat = x * rstd                                    # xhat = x * rstd
+    mean = _mean(x, axes, mask, count) if center else None  # E[x]
+    xc = x - mean if center else x                          # x - E[x]
+    var = _mean_square(xc, axes, mask, count)               # E[(x - E[x])^2], two passes: stable
+    rstd = (var + eps) ** -0.5                              # 1 / sqrt(var + eps)
+    xhat = _scale(xc, rstd, owned=center)                   # (x - E[x]) * rstd
     if mask is not None:
-        xhat *= mask                                       # pads contribute nothing downstream
-    y = xhat if weight is None else xhat * weight          # y = weight * xhat ...
-    if bias is not None:
-        if y is xhat:
-            y = xhat + bias                                # ... + bias (xhat is kept for backward)
-        else:
-            y += bias
-        if mask is not None:
-            y *= mask
+        xhat = xhat * mask                                  # pads contribute nothing downstream
+    y = _scale_shift(xhat, weight, bias)                    # weight * xhat + bias, never xhat itself
+    if mask is not None and bias is not None:
+        y = y * mask
     cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes, center=center, mask=mask,
                  count=count, mean=mean, var=var, eps=eps, x_shape=x.shape,
                  bias_shape=None if bias is None else bias.shape,
@@ -101,21 +82,14 @@ def normalize_backward(dy, cache):
     dy_xhat = dy * xhat
     dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
     dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
-    if weight is None:
-        dxhat, dxhat_xhat = dy, dy_xhat
-    else:
-        dxhat = dy * weight                             # y = weight * xhat + bias
-        dy_xhat *= weight                               # in dy_xhat's buffer: dxhat * xhat
-        dxhat_xhat = dy_xhat
-    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), term by term
-    dx = xhat * -_mean(dxhat_xhat, axes, mask, count)  # - xhat * mean(dxhat * xhat)
-    dx += dxhat                                         # + dxhat
-    if cache["center"]:
-        dx -= _mean(dxhat, axes, mask, count)           # - mean(dxhat)
-    dx *= rstd
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * weight
+    mean_dxhat = _mean_times(dy, weight, axes, mask, count) if cache["center"] else 0
+    mean_dxhat_xhat = _mean_times(dy_xhat, weight, axes, mask, count)
+    dx = _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd,
+                      out=dy_xhat)                          # dy_xhat is spent: reuse it
     if mask is not None:
-        dx *= mask
-    if cache["param_shape"] is not None:  # per-channel parameters travel in broadcast shape
+        dx = dx * mask
+    if cache["param_shape"] is not None:  # per-channel parameters: broadcast shape
         dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
         dbias = None if dbias is None else dbias.reshape(cache["param_shape"])
     return dx.reshape(cache["x_shape"]), dweight, dbias
@@ -178,7 +152,8 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
                              f"got {tuple(mask.shape)}")
         mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
     count = math.prod(x.shape[a] for a in axes) if mask is None else mask.sum()
-    if count <= 1:   # checked before normalizing: an all-padding mask would divide 0 by 0
+    # An empty batch passes, as in torch (its output is empty); an all-padding one would divide 0 by 0
+    if count == 1 or (mask is not None and count == 0):
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
                          + (" with the padding mask applied" if mask is not None else ""))
     y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),

@@ -1,26 +1,26 @@
 """Forward+backward time of each normlib.nn module against its torch.nn twin, float32 on CPU, side by side.
 
 Run with `make bench`.  Each pair is timed alternately in the same process, with
-the same input and gradient.  The ratio uses the best of 30 steps of each: on this
-virtual machine every fresh full-size tensor costs page faults whose price swings
-from run to run, so medians wander by 2x while the best times are repeatable.
-The median ratio is printed beside it.
+the same input and gradient, at one thread and at two.  The ratio uses the best
+of 30 steps of each: on this virtual machine every fresh full-size tensor costs
+page faults whose price swings from run to run, so medians wander by 2x while
+the best times are repeatable.  The median ratio is printed beside it.
+
+A second table gives the error of half-precision inputs (float32 parameters)
+against float64, normlib beside torch.
 """
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-import normlib.nn as ours
+sys.path.insert(0, str(Path(__file__).parent))
+from norm_cases import MODULES, make, precision_errors  # noqa: E402
 
-CASES = [  # name, normlib module, torch module, input shape
-    ("BatchNorm1d (N, C)", lambda: ours.BatchNorm1d(512), lambda: nn.BatchNorm1d(512), (256, 512)),
-    ("BatchNorm2d (N, C, H, W)", lambda: ours.BatchNorm2d(64), lambda: nn.BatchNorm2d(64), (32, 64, 28, 28)),
-    ("LayerNorm (B, T, C)", lambda: ours.LayerNorm(512), lambda: nn.LayerNorm(512), (32, 128, 512)),
-    ("GroupNorm (N, C, H, W)", lambda: ours.GroupNorm(8, 64), lambda: nn.GroupNorm(8, 64), (32, 64, 28, 28)),
-    ("RMSNorm (B, T, C)", lambda: ours.RMSNorm(512), lambda: nn.RMSNorm(512), (32, 128, 512)),
-]
+import normlib.nn as ours  # noqa: E402
 
 
 def step(module, x, dy):
@@ -29,11 +29,13 @@ def step(module, x, dy):
     module(x).backward(dy)
 
 
-def time_pair(make_ours, make_ref, shape, repeats=30):
+def time_pair(name, repeats=30):
     torch.manual_seed(0)
+    shape = MODULES[name][1]
     x = torch.randn(shape).requires_grad_()
     dy = torch.randn(shape)
-    mods = {"normlib": make_ours().train(), "torch": make_ref().train()}
+    affine = {"affine": True} if name.startswith("Instance") else {}
+    mods = {"normlib": make(ours, name, **affine), "torch": make(nn, name, **affine)}
     for m in mods.values():       # warm up
         for _ in range(3):
             step(m, x, dy)
@@ -46,19 +48,35 @@ def time_pair(make_ours, make_ref, shape, repeats=30):
     return {k: (min(v), statistics.median(v)) for k, v in times.items()}
 
 
-def main():
-    torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward+backward, best of 30")
-    print(f"{'module':28s} {'input':>18s} {'normlib ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'median ratio':>13s}")
-    worst = 0.0
-    for name, make_ours, make_ref, shape in CASES:
-        t = time_pair(make_ours, make_ref, shape)
-        (best, median), (best_ref, median_ref) = t["normlib"], t["torch"]
-        worst = max(worst, best / best_ref)
-        print(f"{name:28s} {str(shape):>18s} {1e3 * best:11.2f} {1e3 * best_ref:9.2f} "
-              f"{best / best_ref:6.2f} {median / median_ref:13.2f}")
-    print(f"worst ratio {worst:.2f} (target: under 3)")
+def speed_table():
+    print(f"torch {torch.__version__}, float32, forward+backward, best of 30; ratio = normlib / torch")
+    print(f"{'module':15s} {'input':>17s} {'threads':>7s} {'normlib ms':>10s} {'torch ms':>9s} "
+          f"{'ratio':>6s} {'median ratio':>12s}")
+    worst = {}
+    for name in MODULES:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            t = time_pair(name)
+            (best, median), (best_ref, median_ref) = t["normlib"], t["torch"]
+            worst[threads] = max(worst.get(threads, 0.0), best / best_ref)
+            print(f"{name:15s} {str(MODULES[name][1]):>17s} {threads:7d} {1e3 * best:10.2f} {1e3 * best_ref:9.2f} "
+                  f"{best / best_ref:6.2f} {median / median_ref:12.2f}")
+    print(f"worst ratio: {worst[1]:.2f} at one thread (target: under 3), {worst[2]:.2f} at two")
+
+
+def precision_table():
+    print("\nhalf-precision input, float32 parameters: relative error against float64 (same rounded input)")
+    print(f"{'module':15s} {'dtype':9s} {'y normlib':>10s} {'y torch':>8s} {'dx normlib':>10s} {'dx torch':>9s} "
+          f"{'dw normlib':>10s} {'dw torch':>9s}")
+    torch.set_num_threads(1)
+    for name in MODULES:
+        for dtype in (torch.bfloat16, torch.float16):
+            errors = precision_errors(name, dtype, small=False)
+            widths = (("normlib", 10), ("torch", 9))
+            cells = [f"{errors[lib][i]:{w - (i == 0 and lib == 'torch')}.1e}" for i in range(3) for lib, w in widths]
+            print(f"{name:15s} {str(dtype)[6:]:9s} " + " ".join(cells))
 
 
 if __name__ == "__main__":
-    main()
+    speed_table()
+    precision_table()

@@ -80,12 +80,15 @@ NORMS = {
     "layer-(N,C)": _ln((5, 6), 6),
     "layer-N=1": _ln((1, 6), 6),
     "layer-C=1": _ln((4, 1), 1),
+    "layer-unbatched": _ln((6,), 6),                  # x.shape == normalized_shape == weight.shape
+    "layer-unbatched-multi-dim": _ln((3, 4), (3, 4)),
     "layer-(B,T,C)": _ln((2, 5, 4), 4),
     "layer-(N,C,H,W)-last-two": _ln((2, 3, 4, 5), (4, 5)),
     "layer-(N,C,H,W)-last-three": _ln((2, 3, 4, 5), (3, 4, 5)),
     "rms-(N,C)": _rms((5, 6), 6),
     "rms-N=1": _rms((1, 6), 6),
     "rms-C=1": _rms((4, 1), 1),
+    "rms-unbatched": _rms((6,), 6),
     "rms-(B,T,C)": _rms((2, 5, 4), 4),
     "rms-multi-dim": _rms((2, 3, 4), (3, 4)),
     "instance-(N,C,L)": _in((3, 4, 6)),
@@ -149,6 +152,24 @@ def test_graph_backward_equals_compact_backward(key, affine):
     _, cache = NORMS[key][0](x, w, b)
     np.testing.assert_allclose(F.normalize_backward_graph(dy, cache),
                                F.normalize_backward(dy, cache)[0], **TOL)
+
+
+@pytest.mark.parametrize("key", ["layer-unbatched", "rms-unbatched", "batch-(N,C)", "group-(N,C,H,W)"])
+def test_nothing_returned_or_cached_is_shared_or_changed_later(key):
+    """Regression: dweight was dy_xhat itself when no axis needed summing, then scaled in place
+    (and dbias was the caller's dy itself)."""
+    x, w, b, dy = inputs(key, "both")
+    x_before = x.copy()
+    y, cache = NORMS[key][0](x, w, b)
+    cached = {k: v.copy() for k, v in cache.items() if isinstance(v, np.ndarray) and k != "weight"}
+    grads = F.normalize_backward(dy, cache)
+    assert all(np.array_equal(cache[k], v) for k, v in cached.items())   # backward changes no cache entry
+    np.testing.assert_array_equal(x, x_before)
+    arrays = [y, *(g for g in grads if g is not None), *(cache[k] for k in cached)]
+    for i, a in enumerate(arrays):
+        assert not any(np.shares_memory(a, other) for other in arrays[i + 1:] + [x, dy])
+    for again, first in zip(F.normalize_backward(dy, cache), grads):   # a second backward agrees
+        np.testing.assert_array_equal(again, first)
 
 
 # ---- numerical gradients --------------------------------------------------

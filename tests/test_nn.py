@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm")
-TWINS = ("BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "RMSNorm")
+TWINS = ("BatchNorm1d", "BatchNorm2d", "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm")
 
 
 def randn(*shape, seed=0, dtype=torch.float64):
@@ -73,6 +73,8 @@ CASES = {
     "LayerNorm-(B,T,C)": ("LayerNorm", (4,), {}, (2, 5, 4)),
     "LayerNorm-multi-dim": ("LayerNorm", ((3, 4),), {}, (2, 3, 4)),
     "LayerNorm-N=1": ("LayerNorm", (6,), {}, (1, 6)),
+    "LayerNorm-unbatched": ("LayerNorm", (6,), {}, (6,)),          # regression: weight.grad was dy * xhat * weight
+    "LayerNorm-unbatched-multi-dim": ("LayerNorm", ((2, 3),), {}, (2, 3)),
     "LayerNorm-bias=False": ("LayerNorm", (4,), {"bias": False}, (2, 5, 4)),
     "LayerNorm-no-affine": ("LayerNorm", (4,), {"elementwise_affine": False}, (2, 5, 4)),
     "GroupNorm-(N,C,H,W)": ("GroupNorm", (2, 4), {}, (2, 4, 3, 3)),
@@ -83,6 +85,7 @@ CASES = {
     "RMSNorm-(B,T,C)": ("RMSNorm", (4,), {}, (2, 5, 4)),
     "RMSNorm-multi-dim-eps": ("RMSNorm", ((3, 4),), {"eps": 1e-6}, (2, 3, 4)),
     "RMSNorm-no-affine": ("RMSNorm", (4,), {"elementwise_affine": False}, (2, 5, 4)),
+    "RMSNorm-unbatched": ("RMSNorm", (6,), {}, (6,)),
 }
 
 
@@ -220,12 +223,15 @@ REPR_CASES = {
     "GroupNorm-options": ("GroupNorm", (2, 4), {"eps": 1e-3, "affine": False}),
     "RMSNorm": ("RMSNorm", (4,), {}),
     "RMSNorm-options": ("RMSNorm", ((2, 3),), {"eps": 1e-6, "elementwise_affine": False}),
+    "InstanceNorm1d": ("InstanceNorm1d", (3,), {}),
+    "InstanceNorm2d-options": ("InstanceNorm2d", (3,), {"eps": 1e-3, "momentum": None, "affine": True,
+                                                        "bias": False, "track_running_stats": True}),
 }
 ATTRIBUTES = {"BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
               "LayerNorm": ("normalized_shape", "eps", "elementwise_affine"),
               "GroupNorm": ("num_groups", "num_channels", "eps", "affine"),
               "RMSNorm": ("normalized_shape", "eps", "elementwise_affine")}
-ATTRIBUTES["BatchNorm2d"] = ATTRIBUTES["BatchNorm1d"]
+ATTRIBUTES["BatchNorm2d"] = ATTRIBUTES["InstanceNorm1d"] = ATTRIBUTES["InstanceNorm2d"] = ATTRIBUTES["BatchNorm1d"]
 
 
 @pytest.mark.parametrize("case", REPR_CASES)
