@@ -7,6 +7,8 @@ input with autograd on, and the same formula runs on tensors it can trace.
 Half-precision inputs are normalized in float32 and returned in their own
 dtype, as torch does.
 """
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -33,29 +35,43 @@ def _to(t, dtype):
 
 
 class _Normalize(torch.autograd.Function):
-    """Forward: a `functional` norm.  Backward: the derived `normalize_backward`, not autograd."""
+    """Forward: a `functional` norm.  Backward: the derived `normalize_backward`, not autograd.
+
+    Written in the setup_context style with generate_vmap_rule, so torch.func.vmap can run it
+    for many models at once (normlib.ensemble).  The cache's tensors leave forward as extra,
+    non-differentiable outputs; its other entries travel in `box`, which forward fills.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, weight, bias, norm_fn, stats):
+    def forward(x, weight, bias, norm_fn, box):
         dtype = compute_dtype(x)
         y, cache = norm_fn(x.to(dtype), _to(weight, dtype), _to(bias, dtype))
-        keys = [k for k, v in cache.items() if isinstance(v, torch.Tensor)]
-        ctx.save_for_backward(x, weight, bias, *(cache[k] for k in keys))
-        ctx.keys, ctx.norm_fn = keys, norm_fn
-        ctx.meta = {k: v for k, v in cache.items() if k not in keys}
-        stats.update(mean=cache["mean"], var=cache["var"], count=cache["count"])
-        # detach: GroupNorm's y is a reshaped view, and autograd refuses in-place changes (an in-place
-        # ReLU) to a view a custom Function returns; the alias is not a view, and nothing saved shares it
-        return y.to(x.dtype).detach()
+        keys = [k for k, v in cache.items() if isinstance(v, torch.Tensor) and k != "weight"]
+        box.keys = keys
+        box.meta = {k: v for k, v in cache.items() if k not in keys and k != "weight"}
+        box.weight_shape = None if cache["weight"] is None else tuple(cache["weight"].shape)
+        if weight is None and bias is None:   # y is xhat, also an output: one tensor may not be both
+            y = y.clone()
+        return (y.to(x.dtype), *(cache[k] for k in keys))
 
     @staticmethod
-    def backward(ctx, dy):
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, norm_fn, box = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, weight, bias, *output[1:])
+        ctx.keys, ctx.meta, ctx.weight_shape, ctx.norm_fn = box.keys, box.meta, box.weight_shape, norm_fn
+
+    @staticmethod
+    def backward(ctx, dy, *_):
         x, weight, bias, *saved = ctx.saved_tensors
         dtype = compute_dtype(x)
         if torch.is_grad_enabled():   # create_graph=True: rebuild the cache where autograd sees x and weight
             _, cache = ctx.norm_fn(x.to(dtype), _to(weight, dtype), _to(bias, dtype))
         else:
             cache = dict(ctx.meta, **dict(zip(ctx.keys, saved)))
+            cache["weight"] = None if weight is None else weight.to(dtype).reshape(ctx.weight_shape)
         dx, dweight, dbias = F.normalize_backward(dy.to(dtype), cache)
         return (dx.to(x.dtype), _to(dweight, None if weight is None else weight.dtype),
                 _to(dbias, None if bias is None else bias.dtype), None, None)
@@ -66,7 +82,12 @@ def normalize(x, weight, bias, norm_fn, stats=None):
 
     `stats`, a dict, receives the forward's mean, var and count (for running statistics).
     """
-    return _Normalize.apply(x, weight, bias, norm_fn, {} if stats is None else stats)
+    box = SimpleNamespace()          # not a dict: functorch would copy a dict (a pytree) on the way in
+    y, *saved = _Normalize.apply(x, weight, bias, norm_fn, box)
+    if stats is not None:
+        cache = dict(box.meta, **dict(zip(box.keys, saved)))
+        stats.update(mean=cache["mean"], var=cache["var"], count=cache["count"])
+    return y
 
 
 def check_eps(eps):

@@ -9,6 +9,7 @@ each ends as if trained alone (up to float rounding), as tests/test_ensemble.py 
 """
 import copy
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,9 @@ class Ensemble:
         def one(params, buffers, *member_inputs):
             return functional_call(self.base, (params, buffers), member_inputs)
 
-        return vmap(one)(self.params, self.buffers, *inputs)
+        with warnings.catch_warnings():   # BatchNorm's running-statistics update has no fast vmap rule
+            warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)
+            return vmap(one)(self.params, self.buffers, *inputs)
 
     def member(self, index, model):
         """Copy member `index`'s parameters and buffers into `model` (same architecture) and return it."""
@@ -100,13 +103,14 @@ def _test_losses(ensemble, windows_test, batch_size=256):
 
 
 def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_steps=None,
-                      schedule="constant", windows_test=None):
-    """Train E language models at once, member e exactly as train.train_lm would with lrs[e], seeds[e].
+                      schedule="constant", windows_test=None, eval_every=None):
+    """Train E language models at once, member e as train.train_lm would with lrs[e], seeds[e].
 
-    warmup_steps: one per member (default none).  Returns one history per member,
-    with "train_loss" per step, "diverged" and the final eval-mode "test_loss"
-    (inf for a member whose loss turned nan or inf; it is left out from then on).
-    The models' initialization must already differ (build each after set_seed(seed)).
+    warmup_steps: one per member (default none).  Returns (one history per member, the
+    Ensemble): "train_loss" per step, every eval_every steps "eval_step" and
+    "test_loss_curve", "diverged", and the final eval-mode "test_loss" (inf for a member
+    whose loss turned nan or inf; it is left out from then on).  The models'
+    initialization must already differ (build each after set_seed(seed)).
     """
     ensemble = Ensemble(models)
     E = ensemble.size
@@ -115,7 +119,7 @@ def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_
     base_lrs = torch.tensor(lrs, dtype=torch.float32)
     optimizer = _Adam(ensemble.params.values())
     diverged = torch.zeros(E, dtype=torch.bool)
-    losses = []
+    losses, curve, eval_steps = [], [], []
     for step in range(steps):
         batch = windows[torch.stack([next(stream) for stream in streams])]       # E, B, T + 1
         member_losses = _lm_losses(ensemble(batch[:, :, :-1]), batch[:, :, 1:])  # E
@@ -125,11 +129,15 @@ def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_
         member_losses.masked_fill(diverged, 0.0).sum().backward()
         optimizer.step(torch.where(diverged, 0.0, base_lrs * _lr_scales(step, steps, warmups, schedule)))
         losses.append(member_losses.detach())
+        if eval_every and windows_test is not None and (step + 1) % eval_every == 0:
+            eval_steps.append(step)
+            curve.append(_test_losses(ensemble, windows_test))
     losses = torch.stack(losses, 1)                                                # E, steps
     test = _test_losses(ensemble, windows_test) if windows_test is not None else None
     histories = []
     for e in range(E):
-        history = {"train_loss": losses[e].tolist(), "diverged": bool(diverged[e])}
+        history = {"train_loss": losses[e].tolist(), "diverged": bool(diverged[e]), "eval_step": eval_steps,
+                   "test_loss_curve": [point[e].item() for point in curve]}
         if test is not None:
             history["test_loss"] = math.inf if diverged[e] else test[e].item()
         histories.append(history)

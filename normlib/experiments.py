@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data
+from .ensemble import train_lm_ensemble
 from .models import TinyCNN, TinyMLP, TinyTransformer
 from .stats import batch_stat_lm_loss, precise_bn
 from .train import accuracy, batch_stat_accuracy, lm_loss, set_seed, train_classifier, train_lm
@@ -66,6 +67,25 @@ def lm_run(*, seed, steps, batch_size, lr, context=16, warmup_steps=0, schedule=
     history["settings"] = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, context=context,
                                warmup_steps=warmup_steps, schedule=schedule, **model_args)
     return history
+
+
+def lm_ensemble_run(*, members, steps, batch_size, context=16, schedule="constant", eval_every=None,
+                    batch_stat_batch_size=None, **model_args):
+    """`lm_run` for many members at once (`normlib.ensemble`): one architecture, each member a dict
+    of its own seed, lr and warmup_steps -> one history per member, as lm_run returns them."""
+    train, test, vocab = char_lm_data(context)
+    models = [causal_lm(vocab, context, member["seed"], **model_args) for member in members]
+    histories, ensemble = train_lm_ensemble(
+        models, train, steps=steps, batch_size=batch_size, lrs=[m["lr"] for m in members],
+        seeds=[m["seed"] for m in members], warmup_steps=[m.get("warmup_steps", 0) for m in members],
+        schedule=schedule, windows_test=test, eval_every=eval_every)
+    for index, (history, member) in enumerate(zip(histories, members)):
+        if batch_stat_batch_size:
+            trained = ensemble.member(index, models[index])
+            history["batch_stat_test_loss"] = batch_stat_lm_loss(trained, test, batch_stat_batch_size)
+        history["settings"] = dict(member, steps=steps, batch_size=batch_size, context=context,
+                                   schedule=schedule, **model_args)
+    return histories
 
 
 def cnn_run(*, seed, steps, batch_size, lr, norm, schedule="constant", eval_every=None):
