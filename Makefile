@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench_norms.py
+	$(BIN)/python tests/bench_train.py
 	$(BIN)/python tests/bench_book.py
 
 clean:

@@ -1,9 +1,10 @@
-"""Optimizer steps per second of the Part II Transformers, in one process and spread over worker processes.
+"""Optimizer steps per second of the Part II Transformers: one run at a time, runs in workers, ensembles in workers.
 
-Run with `make bench`.  "one process" is how a chapter trained before runs went
-to workers: one run after another on one thread.  "all cores" runs 4 runs per
-worker through `normlib.parallel.run_all` and counts every run's steps against
-the wall time, starting the workers included, which is what a chapter's time pays for.
+Run with `make bench`.  "one process" is how the chapters trained before: one run
+after another on one thread.  "workers" runs 4 runs per worker through
+`normlib.parallel.run_all`; "ensembles" trains 2 ensembles of 10 members per worker
+(`normlib.ensemble`).  Both count every run's optimizer steps against the wall
+time, starting the workers included, which is what a chapter's time pays for.
 
 `python tests/bench_train.py --normlib DIR` times the normlib package in DIR instead
 (e.g. an older checkout, for a before/after comparison).
@@ -47,6 +48,23 @@ def timed_run(model_args, batch_size, seed=0, steps=STEPS):
     return time.perf_counter() - start
 
 
+def timed_ensemble(model_args, batch_size, members=10, steps=STEPS):
+    """Seconds for `steps` optimizer steps of an ensemble of `members` causal LMs."""
+    from normlib.ensemble import train_lm_ensemble
+    text = text_corpus()
+    stoi, itos = char_vocab(text)
+    train, _ = split(char_lm_windows(text, 16, stoi), 0.1, seed=0)
+    models = []
+    for seed in range(members):
+        set_seed(seed)
+        models.append(TinyTransformer(len(itos), max_len=16, causal=True, **model_args))
+    run = dict(batch_size=batch_size, lrs=[3e-3] * members, seeds=list(range(members)))
+    train_lm_ensemble(models, train, steps=5, **run)                                     # warm up
+    start = time.perf_counter()
+    train_lm_ensemble(models, train, steps=steps, **run)
+    return time.perf_counter() - start
+
+
 def main():
     torch.set_num_threads(1)
     run_all = None           # an older normlib (--normlib) has no worker pool: one process only
@@ -55,7 +73,7 @@ def main():
     import normlib.models
     print(f"normlib from {normlib.models.__file__}")
     print(f"torch {torch.__version__}, 1 thread per process, {STEPS} steps per run")
-    print(f"{'model':27s} {'one process':>12s} {'all cores':>10s} {'speed-up':>9s}")
+    print(f"{'model':27s} {'one process':>12s} {'workers':>8s} {'ensembles':>10s}   steps/s")
     for name, model_args, batch_size in CASES:
         one = STEPS / timed_run(model_args, batch_size)
         line = f"{name:27s} {one:12.0f}"
@@ -66,8 +84,12 @@ def main():
             start = time.perf_counter()
             run_all(timed_run, configs, workers)
             pooled = len(configs) * STEPS / (time.perf_counter() - start)
-            line += f" {pooled:10.0f} {pooled / one:9.2f}"
-        print(line + "   steps/s")
+            tasks = [dict(model_args=model_args, batch_size=batch_size)] * (2 * workers)
+            start = time.perf_counter()
+            run_all(timed_ensemble, tasks, workers)
+            ensembles = len(tasks) * 10 * STEPS / (time.perf_counter() - start)
+            line += f" {pooled:8.0f} {ensembles:10.0f}"
+        print(line)
     sys.stdout.flush()
 
 
