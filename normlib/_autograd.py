@@ -32,24 +32,40 @@ def _to(t, dtype):
     return None if t is None else t.to(dtype)
 
 
+class _Info:
+    """The non-tensor part of the cache, from forward to setup_context (an object, not a dict: torch.func
+    rebuilds dicts it passes through)."""
+
+
 class _Normalize(torch.autograd.Function):
-    """Forward: a `functional` norm.  Backward: the derived `normalize_backward`, not autograd."""
+    """Forward: a `functional` norm.  Backward: the derived `normalize_backward`, not autograd.
+
+    The forward returns the cache's tensors beside y, so that torch.func.vmap can map the
+    forward and the backward example by example (generate_vmap_rule); `info` carries the
+    rest of the cache (axes, shapes, flags).
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, weight, bias, norm_fn, stats):
+    def forward(x, weight, bias, norm_fn, info):
         dtype = compute_dtype(x)
         y, cache = norm_fn(x.to(dtype), _to(weight, dtype), _to(bias, dtype))
-        keys = [k for k, v in cache.items() if isinstance(v, torch.Tensor)]
-        ctx.save_for_backward(x, weight, bias, *(cache[k] for k in keys))
-        ctx.keys, ctx.norm_fn = keys, norm_fn
-        ctx.meta = {k: v for k, v in cache.items() if k not in keys}
-        stats.update(mean=cache["mean"], var=cache["var"], count=cache["count"])
-        # detach: GroupNorm's y is a reshaped view, and autograd refuses in-place changes (an in-place
-        # ReLU) to a view a custom Function returns; the alias is not a view, and nothing saved shares it
-        return y.to(x.dtype).detach()
+        info.keys = [k for k, v in cache.items() if isinstance(v, torch.Tensor)]
+        info.meta = {k: v for k, v in cache.items() if k not in info.keys}
+        # detach: no output may be a view (GroupNorm's y is a reshape; the cached weight is the input's),
+        # or autograd refuses in-place changes to it, such as an in-place ReLU after the norm
+        return (y.to(x.dtype).detach(), *(cache[k].detach() for k in info.keys))
 
     @staticmethod
-    def backward(ctx, dy):
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, norm_fn, info = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, weight, bias, *output[1:])
+        ctx.keys, ctx.meta, ctx.norm_fn = info.keys, info.meta, norm_fn
+
+    @staticmethod
+    def backward(ctx, dy, *_):
         x, weight, bias, *saved = ctx.saved_tensors
         dtype = compute_dtype(x)
         if torch.is_grad_enabled():   # create_graph=True: rebuild the cache where autograd sees x and weight
@@ -66,7 +82,12 @@ def normalize(x, weight, bias, norm_fn, stats=None):
 
     `stats`, a dict, receives the forward's mean, var and count (for running statistics).
     """
-    return _Normalize.apply(x, weight, bias, norm_fn, {} if stats is None else stats)
+    info = _Info()
+    y, *saved = _Normalize.apply(x, weight, bias, norm_fn, info)
+    if stats is not None:
+        cache = dict(info.meta, **dict(zip(info.keys, saved)))
+        stats.update(mean=cache["mean"], var=cache["var"], count=cache["count"])
+    return y
 
 
 def check_eps(eps):

@@ -59,12 +59,13 @@ class _NormBase(AffineNorm):
 
     def _update_running_stats(self, mean, var, count, factor):
         """Move the running averages towards this batch's mean and unbiased variance, per channel."""
-        if count == 0:      # an empty batch has no statistics: torch leaves the averages alone
+        if isinstance(count, int) and count == 0:   # an empty batch: torch leaves the averages alone
             return
         with torch.no_grad():
             unbiased_var = var * count / (count - 1)                   # running_var is unbiased
-            self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
-            self.running_var.lerp_(unbiased_var.reshape(-1).to(self.running_var.dtype), factor)
+            # (1 - factor) * running + factor * batch; not lerp_, which torch.func.vmap has no rule for
+            self.running_mean.mul_(1 - factor).add_(mean.reshape(-1).to(self.running_mean.dtype), alpha=factor)
+            self.running_var.mul_(1 - factor).add_(unbiased_var.reshape(-1).to(self.running_var.dtype), alpha=factor)
 
     def _with_running_stats(self, x, channel_axis):
         """Eval with running statistics: a fixed per-channel affine map, nothing to derive."""
