@@ -166,9 +166,10 @@ class _InstanceNorm(_NormBase):
             name, buffers = type(self).__name__, " and ".join(f'"{k}"' for k in keys)   # torch's message
             error_msgs.append(
                 f"Unexpected running stats buffer(s) {buffers} for {name} with track_running_stats=False. "
-                f"If state_dict is a checkpoint saved before 0.4.0, this may be expected because {name} does not track running stats by default since 0.4.0. "
-                f"Please remove these keys from state_dict. If the running stats are actually needed, instead set "
-                f"track_running_stats=True in {name} to enable them. See the documentation of {name} for details.")
+                f"If state_dict is a checkpoint saved before 0.4.0, this may be expected because {name} "
+                f"does not track running stats by default since 0.4.0. Please remove these keys from "
+                f"state_dict. If the running stats are actually needed, instead set track_running_stats=True "
+                f"in {name} to enable them. See the documentation of {name} for details.")
             for key in keys:
                 state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

@@ -81,7 +81,8 @@ def test_gradient_penalty_matches_torch(case):
     ("LayerNorm", (4,), {"elementwise_affine": False}, (3, 4)), ("GroupNorm", (2, 4), {"affine": False}, (2, 4, 3)),
     ("BatchNorm1d", (3,), {"affine": False}, (4, 3)), ("InstanceNorm1d", (3,), {}, (2, 3, 4))])
 def test_output_may_be_changed_in_place(name, args, kwargs, shape):
-    """Regression: without weight and bias the output was xhat itself, which backward reads (an in-place ReLU broke it)."""
+    """Regression: an in-place ReLU after the norm broke backward (without weight and bias the output was
+    the cached xhat; GroupNorm's output was a view)."""
     grads = []
     for module in pair(name, args, kwargs):
         x = randn(*shape, seed=8).requires_grad_()
@@ -98,7 +99,8 @@ EMPTY = {  # id: class name, args, kwargs, input shape with a zero
     "BatchNorm2d-N=0": ("BatchNorm2d", (3,), {}, (0, 3, 2, 2)),
     "BatchNorm2d-H=0-no-tracking": ("BatchNorm2d", (3,), {"track_running_stats": False}, (2, 3, 0, 2)),
     "InstanceNorm1d-N=0": ("InstanceNorm1d", (3,), {}, (0, 3, 4)),
-    "InstanceNorm2d-H=0-affine": ("InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True}, (2, 3, 0, 2)),
+    "InstanceNorm2d-H=0-affine": ("InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True},
+                                  (2, 3, 0, 2)),
     "LayerNorm-N=0": ("LayerNorm", (3,), {}, (0, 3)),
     "LayerNorm-T=0": ("LayerNorm", (3,), {}, (2, 0, 3)),
     "LayerNorm-normalized_shape=0": ("LayerNorm", (0,), {}, (2, 0)),
