@@ -59,12 +59,13 @@ class _NormBase(AffineNorm):
 
     def _update_running_stats(self, mean, var, count, factor):
         """Move the running averages towards this batch's mean and unbiased variance, per channel."""
-        if count == 0:      # an empty batch has no statistics: torch leaves the averages alone
+        if isinstance(count, int) and count == 0:   # an empty batch: torch leaves the averages alone
             return
         with torch.no_grad():
             unbiased_var = var * count / (count - 1)                   # running_var is unbiased
-            self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
-            self.running_var.lerp_(unbiased_var.reshape(-1).to(self.running_var.dtype), factor)
+            # (1 - factor) * running + factor * batch; not lerp_, which torch.func.vmap has no rule for
+            self.running_mean.mul_(1 - factor).add_(mean.reshape(-1).to(self.running_mean.dtype), alpha=factor)
+            self.running_var.mul_(1 - factor).add_(unbiased_var.reshape(-1).to(self.running_var.dtype), alpha=factor)
 
     def _with_running_stats(self, x, channel_axis):
         """Eval with running statistics: a fixed per-channel affine map, nothing to derive."""
@@ -165,9 +166,10 @@ class _InstanceNorm(_NormBase):
             name, buffers = type(self).__name__, " and ".join(f'"{k}"' for k in keys)   # torch's message
             error_msgs.append(
                 f"Unexpected running stats buffer(s) {buffers} for {name} with track_running_stats=False. "
-                f"If state_dict is a checkpoint saved before 0.4.0, this may be expected because {name} does not track running stats by default since 0.4.0. "
-                f"Please remove these keys from state_dict. If the running stats are actually needed, instead set "
-                f"track_running_stats=True in {name} to enable them. See the documentation of {name} for details.")
+                f"If state_dict is a checkpoint saved before 0.4.0, this may be expected because {name} "
+                f"does not track running stats by default since 0.4.0. Please remove these keys from "
+                f"state_dict. If the running stats are actually needed, instead set track_running_stats=True "
+                f"in {name} to enable them. See the documentation of {name} for details.")
             for key in keys:
                 state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

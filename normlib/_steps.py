@@ -19,14 +19,20 @@ def _mean(a, axes, mask, count):
 def _fused(*arrays):
     """Whether torch's fused kernels may replace a step: torch tensors that autograd is not recording.
 
-    Only the speed differs; NumPy arrays, recorded tensors and tensors inside torch.func.vmap
-    (which has no batching rule for `out=`) take the plain lines below it.
+    Only the speed differs; NumPy arrays and recorded tensors take the plain lines below it.
     """
     if not isinstance(arrays[0], torch.Tensor) or arrays[0].numel() == 0:
         return False
-    if any(torch._C._functorch.is_functorch_wrapped_tensor(a) for a in arrays if isinstance(a, torch.Tensor)):
+    if torch._C._functorch.is_functorch_wrapped_tensor(arrays[0]):   # under vmap: no out=, plain lines
         return False
     return not torch.is_grad_enabled() or not any(a.requires_grad for a in arrays if isinstance(a, torch.Tensor))
+
+
+def _holds(condition):
+    """bool(condition); False for a tensor under torch.func.vmap, which has one value per example."""
+    if isinstance(condition, torch.Tensor) and torch._C._functorch.is_batchedtensor(condition):
+        return False
+    return bool(condition)
 
 
 def _mean_square(a, axes, mask, count):

@@ -26,7 +26,7 @@ changes the speed.
 import math
 
 # the steps torch has fused kernels for: each helper is also the plain line of the formula
-from ._steps import _mean, _mean_square, _mean_times, _project_out, _scale, _scale_shift, _sum_to
+from ._steps import _holds, _mean, _mean_square, _mean_times, _project_out, _scale, _scale_shift, _sum_to
 
 
 def _check_eps(eps):
@@ -153,7 +153,7 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
         mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
     count = math.prod(x.shape[a] for a in axes) if mask is None else mask.sum()
     # An empty batch passes, as in torch (its output is empty); an all-padding one would divide 0 by 0
-    if count == 1 or (mask is not None and count == 0):
+    if _holds(count == 1) or (mask is not None and _holds(count == 0)):   # (not checked under vmap)
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
                          + (" with the padding mask applied" if mask is not None else ""))
     y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),

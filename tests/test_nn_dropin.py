@@ -1,7 +1,7 @@
 """What a user swapping torch.nn for normlib.nn meets beyond the usual batch: checked against torch.
 
 Second derivatives, empty batches, InstanceNorm, half-precision inputs, pickling
-and saving, memory layouts, the meta device and torch.compile.
+and saving, memory layouts, the meta device, torch.compile and torch.func.
 """
 import copy
 import io
@@ -81,7 +81,8 @@ def test_gradient_penalty_matches_torch(case):
     ("LayerNorm", (4,), {"elementwise_affine": False}, (3, 4)), ("GroupNorm", (2, 4), {"affine": False}, (2, 4, 3)),
     ("BatchNorm1d", (3,), {"affine": False}, (4, 3)), ("InstanceNorm1d", (3,), {}, (2, 3, 4))])
 def test_output_may_be_changed_in_place(name, args, kwargs, shape):
-    """Regression: without weight and bias the output was xhat itself, which backward reads (an in-place ReLU broke it)."""
+    """Regression: an in-place ReLU after the norm broke backward (without weight and bias the output was
+    the cached xhat; GroupNorm's output was a view)."""
     grads = []
     for module in pair(name, args, kwargs):
         x = randn(*shape, seed=8).requires_grad_()
@@ -98,7 +99,8 @@ EMPTY = {  # id: class name, args, kwargs, input shape with a zero
     "BatchNorm2d-N=0": ("BatchNorm2d", (3,), {}, (0, 3, 2, 2)),
     "BatchNorm2d-H=0-no-tracking": ("BatchNorm2d", (3,), {"track_running_stats": False}, (2, 3, 0, 2)),
     "InstanceNorm1d-N=0": ("InstanceNorm1d", (3,), {}, (0, 3, 4)),
-    "InstanceNorm2d-H=0-affine": ("InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True}, (2, 3, 0, 2)),
+    "InstanceNorm2d-H=0-affine": ("InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True},
+                                  (2, 3, 0, 2)),
     "LayerNorm-N=0": ("LayerNorm", (3,), {}, (0, 3)),
     "LayerNorm-T=0": ("LayerNorm", (3,), {}, (2, 0, 3)),
     "LayerNorm-normalized_shape=0": ("LayerNorm", (0,), {}, (2, 0)),
@@ -324,3 +326,54 @@ def test_torch_compile(case):
             close(p.grad, grads_ref[n])
     if hasattr(mine, "running_mean"):
         assert_same_buffers(mine, reference)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("case", MODULE_CASES)
+def test_vmap_over_stacked_modules_is_a_loop_over_them(case, mode):
+    """torch.func.vmap over E modules' stacked parameters and buffers (an ensemble trained as one)."""
+    name, args, kwargs, shape = MODULE_CASES[case]
+    members = [getattr(pair(name, args, kwargs, seed=10 * i)[0], mode)() for i in range(3)]
+    alone = copy.deepcopy(members)
+    params, buffers = torch.func.stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    x, dy = 2 * randn(3, *shape, seed=1) + 1, randn(3, *shape, seed=2)
+    call = lambda p, b, x: torch.func.functional_call(base, (p, b), (x,))
+    y = torch.func.vmap(call)(params, buffers, x)
+    y.backward(dy)
+    for i, member in enumerate(alone):
+        x_i = x[i].clone().requires_grad_()
+        y_i = member(x_i)
+        y_i.backward(dy[i])
+        close(y[i].detach(), y_i.detach())
+        for n, p in member.named_parameters():
+            close(params[n].grad[i], p.grad)
+        for n, b in member.named_buffers():
+            torch.testing.assert_close(buffers[n][i], b, rtol=1e-10, atol=1e-12)
+
+
+def test_func_grad_and_per_sample_gradients():
+    layer = pair("LayerNorm", (4,), {})[0]
+    x = randn(5, 4, seed=3)
+    per_sample = torch.func.vmap(torch.func.grad(lambda x: (layer(x) ** 3).sum()))(x)
+    for i in range(5):
+        x_i = x[i].clone().requires_grad_()
+        (layer(x_i) ** 3).sum().backward()
+        close(per_sample[i], x_i.grad)
+
+
+def test_vmap_with_pad_mask():
+    members = [pair("SequenceBatchNorm", (3,), {}, seed=10 * i)[0] for i in range(3)]
+    alone = copy.deepcopy(members)
+    params, buffers = torch.func.stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    x, pad_mask = randn(3, 4, 5, 3, seed=4), pad_mask_from_lengths([5, 3, 0, 4], 5)
+    call = lambda p, b, x: torch.func.functional_call(base, (p, b), (x,), {"pad_mask": pad_mask})
+    y = torch.func.vmap(call)(params, buffers, x)
+    y.sum().backward()
+    for i, member in enumerate(alone):
+        y_i = member(x[i], pad_mask=pad_mask)
+        y_i.sum().backward()
+        close(y[i].detach(), y_i.detach())
+        close(params["weight"].grad[i], member.weight.grad)
+        torch.testing.assert_close(buffers["running_var"][i], member.running_var, rtol=1e-10, atol=1e-12)
