@@ -80,6 +80,22 @@ class _Adam:
             p.sub_(s * scale.view(-1, *[1] * (p.ndim - 1)))
 
 
+class _SGD:
+    """SGD with momentum over stacked parameters, one learning rate per member (as torch.optim.SGD)."""
+
+    def __init__(self, params, momentum=0.9):
+        self.params, self.momentum = list(params), momentum
+        self.buffers = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, lrs):
+        grads = [p.grad for p in self.params]
+        torch._foreach_mul_(self.buffers, self.momentum)
+        torch._foreach_add_(self.buffers, grads)                        # buf = momentum buf + g
+        for p, buf in zip(self.params, self.buffers):
+            p.sub_(buf * lrs.view(-1, *[1] * (p.ndim - 1)))
+
+
 def _lr_scales(step, steps, warmups, schedule):
     """Each member's learning-rate factor at `step` (see train._set_lr): warm-up, then constant or cosine."""
     scales = []
@@ -102,6 +118,31 @@ def _test_losses(ensemble, windows_test, batch_size=256):
     return total / windows_test[:, 1:].numel()
 
 
+def _fit(ensemble, batch_losses, *, steps, lrs, warmup_steps, schedule, optimizer, on_step=None):
+    """The loop both trainers share: batch_losses(step) -> (E,) losses of this step's batches.
+
+    Returns (losses (E, steps), diverged (E,)).  A member whose loss turns nan or inf
+    gets learning rate 0 from then on and is reported as diverged.
+    """
+    E = ensemble.size
+    warmups = list(warmup_steps or [0] * E)
+    base_lrs = torch.tensor(lrs, dtype=torch.float32)
+    optimizer = {"adam": _Adam, "sgd": _SGD}[optimizer](ensemble.params.values())
+    diverged = torch.zeros(E, dtype=torch.bool)
+    losses = []
+    for step in range(steps):
+        member_losses = batch_losses(step)                                         # E
+        diverged |= ~torch.isfinite(member_losses.detach())
+        for p in ensemble.params.values():
+            p.grad = None
+        member_losses.masked_fill(diverged, 0.0).sum().backward()
+        optimizer.step(torch.where(diverged, 0.0, base_lrs * _lr_scales(step, steps, warmups, schedule)))
+        losses.append(member_losses.detach())
+        if on_step is not None:
+            on_step(step)
+    return torch.stack(losses, 1), diverged
+
+
 def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_steps=None,
                       schedule="constant", windows_test=None, eval_every=None):
     """Train E language models at once, member e as train.train_lm would with lrs[e], seeds[e].
@@ -113,32 +154,48 @@ def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_
     initialization must already differ (build each after set_seed(seed)).
     """
     ensemble = Ensemble(models)
-    E = ensemble.size
-    warmups = list(warmup_steps or [0] * E)
     streams = [_index_stream(len(windows), batch_size, seed, None) for seed in seeds]
-    base_lrs = torch.tensor(lrs, dtype=torch.float32)
-    optimizer = _Adam(ensemble.params.values())
-    diverged = torch.zeros(E, dtype=torch.bool)
-    losses, curve, eval_steps = [], [], []
-    for step in range(steps):
+    curve, eval_steps = [], []
+
+    def batch_losses(step):
         batch = windows[torch.stack([next(stream) for stream in streams])]       # E, B, T + 1
-        member_losses = _lm_losses(ensemble(batch[:, :, :-1]), batch[:, :, 1:])  # E
-        diverged |= ~torch.isfinite(member_losses.detach())
-        for p in ensemble.params.values():
-            p.grad = None
-        member_losses.masked_fill(diverged, 0.0).sum().backward()
-        optimizer.step(torch.where(diverged, 0.0, base_lrs * _lr_scales(step, steps, warmups, schedule)))
-        losses.append(member_losses.detach())
+        return _lm_losses(ensemble(batch[:, :, :-1]), batch[:, :, 1:])
+
+    def evaluate(step):
         if eval_every and windows_test is not None and (step + 1) % eval_every == 0:
             eval_steps.append(step)
             curve.append(_test_losses(ensemble, windows_test))
-    losses = torch.stack(losses, 1)                                                # E, steps
+
+    losses, diverged = _fit(ensemble, batch_losses, steps=steps, lrs=lrs, warmup_steps=warmup_steps,
+                            schedule=schedule, optimizer="adam", on_step=evaluate)
     test = _test_losses(ensemble, windows_test) if windows_test is not None else None
     histories = []
-    for e in range(E):
+    for e in range(ensemble.size):
         history = {"train_loss": losses[e].tolist(), "diverged": bool(diverged[e]), "eval_step": eval_steps,
                    "test_loss_curve": [point[e].item() for point in curve]}
         if test is not None:
             history["test_loss"] = math.inf if diverged[e] else test[e].item()
         histories.append(history)
     return histories, ensemble
+
+
+def train_classifier_ensemble(models, x, y, *, steps, batch_size, lrs, seeds, optimizer="adam",
+                              warmup_steps=None, schedule="constant"):
+    """Train E classifiers on (x, y) at once, member e as train.train_classifier would with lrs[e], seeds[e].
+
+    Returns (one history per member with "train_loss" and "diverged", the Ensemble);
+    evaluate the members with `Ensemble.member`.
+    """
+    ensemble = Ensemble(models)
+    streams = [_index_stream(len(x), batch_size, seed, None) for seed in seeds]
+
+    def batch_losses(step):
+        index = torch.stack([next(stream) for stream in streams])                 # E, B
+        logits = ensemble(x[index])                                                # E, B, classes
+        return F.cross_entropy(logits.flatten(0, 1), y[index].flatten(), reduction="none").view(
+            len(index), -1).mean(1)
+
+    losses, diverged = _fit(ensemble, batch_losses, steps=steps, lrs=lrs, warmup_steps=warmup_steps,
+                            schedule=schedule, optimizer=optimizer)
+    return [{"train_loss": losses[e].tolist(), "diverged": bool(diverged[e])}
+            for e in range(ensemble.size)], ensemble

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data
-from .ensemble import train_lm_ensemble
+from .ensemble import train_classifier_ensemble, train_lm_ensemble
 from .models import TinyCNN, TinyMLP, TinyTransformer
 from .stats import batch_stat_lm_loss, precise_bn
 from .train import accuracy, batch_stat_accuracy, lm_loss, set_seed, train_classifier, train_lm
@@ -153,24 +153,33 @@ def lm_mode_losses(*, seed, steps, batch_size, lr, context=32, scored=16, **mode
             batch_stat_lm_loss(model, windows, 1)]
 
 
-def batch_size_run(*, model, norm, batch_size, seed, epochs, base_lr, base_batch=32):
-    """Train TinyCNN or TinyMLP ("cnn" or "mlp") on the digits at one batch size -> test accuracies.
+def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batch=32):
+    """Train TinyCNN or TinyMLP ("cnn" or "mlp") on the digits at one batch size, one run per seed.
 
     As Wu & He (2018) train across batch sizes: a fixed number of epochs, SGD with
     momentum 0.9 and the linear scaling rule lr = base_lr * batch_size / base_batch
-    (here with a cosine decay to 0).  Returns "ema" (eval mode, running statistics)
-    and, for BatchNorm, "precise" (statistics re-estimated on the training set,
-    `stats.precise_bn`) and "batch" (train mode, test batches of batch_size).
+    (here with a cosine decay to 0).  The seeds train together as one batched model
+    (`normlib.ensemble`).  Returns per seed the test accuracy "ema" (eval mode, running
+    statistics) and, for BatchNorm, "precise" (statistics re-estimated on the training
+    set, `stats.precise_bn`) and "batch" (train mode, test batches of batch_size).
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
-    set_seed(seed)
-    net = {"cnn": TinyCNN, "mlp": TinyMLP}[model](norm)
-    history = train_classifier(net, x_train, y_train, steps=epochs * (len(x_train) // batch_size),
-                               batch_size=batch_size, lr=base_lr * batch_size / base_batch, seed=seed,
-                               optimizer="sgd", schedule="cosine")
-    result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=len(history["step"]),
-                  ema=accuracy(net, x_test, y_test))
-    if norm == "bn":
-        result["precise"] = accuracy(precise_bn(net, x_train), x_test, y_test)
-        result["batch"] = batch_stat_accuracy(net, x_test, y_test, batch_size, seed)
-    return result
+    make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
+    nets = []
+    for seed in seeds:
+        set_seed(seed)
+        nets.append(make(norm))
+    steps = epochs * (len(x_train) // batch_size)
+    _, ensemble = train_classifier_ensemble(
+        nets, x_train, y_train, steps=steps, batch_size=batch_size, optimizer="sgd", schedule="cosine",
+        lrs=[base_lr * batch_size / base_batch] * len(seeds), seeds=list(seeds))
+    results = []
+    for index, (seed, net) in enumerate(zip(seeds, nets)):
+        net = ensemble.member(index, net)
+        result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=steps,
+                      ema=accuracy(net, x_test, y_test))
+        if norm == "bn":
+            result["precise"] = accuracy(precise_bn(net, x_train), x_test, y_test)
+            result["batch"] = batch_stat_accuracy(net, x_test, y_test, batch_size, seed)
+        results.append(result)
+    return results

@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+from normlib import data
+
 from normlib.experiments import (batch_size_run, causal_lm, char_lm_baselines, char_lm_data, cnn_run,
                                  fc2_grad_norms, lm_run, stream_growth)
 from normlib.parallel import run_all
@@ -117,8 +119,27 @@ def test_precise_bn_is_the_plain_average_and_leaves_the_model_alone():
 
 
 def test_batch_size_run_reports_three_accuracies_for_bn():
-    result = batch_size_run(model="mlp", norm="bn", batch_size=32, seed=0, epochs=1, base_lr=0.1)
-    assert {"ema", "precise", "batch"} <= result.keys() and result["steps"] == 1348 // 32
-    assert result["ema"] > 0.5
-    other = batch_size_run(model="cnn", norm="gn", batch_size=64, seed=0, epochs=1, base_lr=0.1)
-    assert "precise" not in other
+    results = batch_size_run(model="mlp", norm="bn", batch_size=32, seeds=(0, 1), epochs=1, base_lr=0.1)
+    assert [r["seed"] for r in results] == [0, 1] and results[0]["steps"] == 1348 // 32
+    assert all({"ema", "precise", "batch"} <= r.keys() and r["ema"] > 0.5 for r in results)
+    other = batch_size_run(model="cnn", norm="gn", batch_size=64, seeds=(0,), epochs=1, base_lr=0.1)
+    assert "precise" not in other[0]
+
+
+@pytest.mark.parametrize("model, norm", [("cnn", "bn"), ("mlp", "ln")])
+def test_classifier_members_train_as_if_alone(model, norm):
+    from normlib.ensemble import train_classifier_ensemble
+    from normlib.models import TinyCNN, TinyMLP
+    from normlib.train import set_seed, train_classifier
+    x, y, _, _ = data.digits(seed=0)
+    make, nets = {"cnn": TinyCNN, "mlp": TinyMLP}[model], []
+    for seed in (0, 1):
+        set_seed(seed)
+        nets.append(make(norm))
+    run = dict(steps=15, batch_size=4, optimizer="sgd", schedule="cosine")
+    histories, _ = train_classifier_ensemble(nets, x, y, lrs=[0.01, 0.02], seeds=[0, 1], **run)
+    for history, seed, lr in zip(histories, (0, 1), (0.01, 0.02)):
+        set_seed(seed)
+        alone = train_classifier(make(norm), x, y, lr=lr, seed=seed, **run)
+        torch.testing.assert_close(torch.tensor(history["train_loss"]), torch.tensor(alone["train_loss"]),
+                                   rtol=1e-3, atol=1e-4)
