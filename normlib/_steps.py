@@ -16,12 +16,17 @@ def _mean(a, axes, mask, count):
     return (a * mask).sum(axis=axes, keepdims=True) / count
 
 
+FUSED_FROM = 1 << 16
+
+
 def _fused(*arrays):
     """Whether torch's fused kernels may replace a step: torch tensors that autograd is not recording.
 
-    Only the speed differs; NumPy arrays and recorded tensors take the plain lines below it.
+    Only the speed differs; NumPy arrays, recorded tensors and small tensors take the plain
+    lines below it (under FUSED_FROM elements a step costs its Python calls, not its passes
+    over memory, and the fused route makes more of them).
     """
-    if not isinstance(arrays[0], torch.Tensor) or arrays[0].numel() == 0:
+    if not isinstance(arrays[0], torch.Tensor) or arrays[0].numel() < FUSED_FROM:
         return False
     if torch._C._functorch.is_functorch_wrapped_tensor(arrays[0]):   # under vmap: no out=, plain lines
         return False
