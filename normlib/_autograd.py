@@ -61,11 +61,14 @@ class _NormalizeFunc(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias, norm_fn, info = inputs
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)   # else backward receives zeros the size of xhat for the cache outputs
         ctx.save_for_backward(x, weight, bias, *output[1:])
         ctx.keys, ctx.meta, ctx.norm_fn = info.keys, info.meta, norm_fn
 
     @staticmethod
     def backward(ctx, dy, *_):
+        if dy is None:                # y took no part in what is differentiated
+            return None, None, None, None, None
         x, weight, bias, *saved = ctx.saved_tensors
         dtype = compute_dtype(x)
         if torch.is_grad_enabled():   # create_graph=True: rebuild the cache where autograd sees x and weight
