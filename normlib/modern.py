@@ -55,3 +55,22 @@ def layer_norm_curves(model, windows):
     for hook in hooks:
         hook.remove()
     return pairs
+
+
+@torch.no_grad()
+def stream_sizes(model, windows):
+    """E||x_l||^2 / d of the residual stream entering each block and leaving the last, on windows (N, T + 1)."""
+    tokens = windows[:, :-1]                                                   # B, T
+    model.eval()
+    x = model.tok_emb(tokens) + model.pos_emb(torch.arange(tokens.shape[1]))   # B, T, C
+    sizes = [x.pow(2).mean().item()]
+    for block in model.blocks:
+        x = block(x)
+        sizes.append(x.pow(2).mean().item())
+    return sizes
+
+
+def trained_probe(model, windows):
+    """What chapter 9 reads from a trained model: stream sizes, attention logits, LayerNorm curves (4 windows)."""
+    return dict(stream=stream_sizes(model, windows), attention=attention_logits(model, windows),
+                curves=layer_norm_curves(model, windows[:4]))
