@@ -134,3 +134,14 @@ def test_layer_norm_curves_and_timing():
     torch.testing.assert_close(x_hat.mean(-1), torch.zeros(10, dtype=torch.float64), atol=1e-9, rtol=0)
     times = time_forward_backward({"a": LayerNorm(8), "b": RMSNorm(8)}, (4, 8), repeats=3)
     assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
+
+
+def test_stream_sizes_of_a_fresh_model_are_stream_growth():
+    from normlib.experiments import stream_growth
+    from normlib.modern import stream_sizes, trained_probe
+    train, _, vocab = char_lm_data(16)
+    model = causal_lm(vocab, 16, 3, n_layers=3, d_model=16, n_heads=2, placement="peri")
+    expected = stream_growth(seed=3, n_layers=3, d_model=16, n_heads=2, placement="peri", windows=16)
+    assert stream_sizes(model, train[:16]) == pytest.approx(expected, rel=1e-6)
+    probe = trained_probe(model, train[:16])
+    assert len(probe["attention"]) == 3 and len(probe["curves"]) == 3 * 4 + 1
