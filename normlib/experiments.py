@@ -70,9 +70,12 @@ def lm_run(*, seed, steps, batch_size, lr, context=16, warmup_steps=0, schedule=
 
 
 def lm_ensemble_run(*, members, steps, batch_size, context=16, schedule="constant", eval_every=None,
-                    batch_stat_batch_size=None, **model_args):
+                    batch_stat_batch_size=None, probe=None, **model_args):
     """`lm_run` for many members at once (`normlib.ensemble`): one architecture, each member a dict
-    of its own seed, lr and warmup_steps -> one history per member, as lm_run returns them."""
+    of its own seed, lr and warmup_steps -> one history per member, as lm_run returns them.
+
+    probe: a function (trained model, test windows) -> numbers, kept as history["probe"].
+    """
     train, test, vocab = char_lm_data(context)
     models = [causal_lm(vocab, context, member["seed"], **model_args) for member in members]
     histories, ensemble = train_lm_ensemble(
@@ -80,6 +83,8 @@ def lm_ensemble_run(*, members, steps, batch_size, context=16, schedule="constan
         seeds=[m["seed"] for m in members], warmup_steps=[m.get("warmup_steps", 0) for m in members],
         schedule=schedule, windows_test=test, eval_every=eval_every)
     for index, (history, member) in enumerate(zip(histories, members)):
+        if probe is not None:
+            history["probe"] = probe(ensemble.member(index, models[index]), test)
         if batch_stat_batch_size:
             trained = ensemble.member(index, models[index])
             history["batch_stat_test_loss"] = batch_stat_lm_loss(trained, test, batch_stat_batch_size)

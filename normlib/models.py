@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .nn import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm, _apply
+from .nn import BatchNorm1d, BatchNorm2d, DyT, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm, _apply
 
 NORMS = ("bn", "ln", "rms", "gn", "none")
+SEQUENCE_NORMS = NORMS + ("dyt",)   # DyT (no statistics) is built for (B, T, C) only
+PLACEMENTS = ("pre", "post", "peri")
 
 
 def num_groups(channels, max_groups=8):
@@ -69,8 +71,9 @@ def make_norm(kind, channels, layout, bn_mask=True):
 
     bn_mask=False makes a sequence BatchNorm ignore pad_mask: pads then enter its statistics (unmasked BN).
     """
-    if kind not in NORMS:
-        raise ValueError(f"kind must be one of {NORMS}, got {kind!r}")
+    allowed = SEQUENCE_NORMS if layout == "sequence" else NORMS
+    if kind not in allowed:
+        raise ValueError(f"kind must be one of {allowed} for layout {layout!r}, got {kind!r}")
     if layout == "image":
         made = {"bn": lambda: IgnoreMask(BatchNorm2d(channels)),
                 "ln": lambda: IgnoreMask(GroupNorm(1, channels)),   # LayerNorm over (C, H, W) of each sample
@@ -89,6 +92,7 @@ def make_norm(kind, channels, layout, bn_mask=True):
                 "ln": lambda: IgnoreMask(LayerNorm(channels)),
                 "gn": lambda: TokenGroupNorm(num_groups(channels), channels),
                 "rms": lambda: IgnoreMask(RMSNorm(channels)),
+                "dyt": lambda: IgnoreMask(DyT(channels)),
                 "none": lambda: IgnoreMask(nn.Identity())}
     else:
         raise ValueError(f"layout must be 'image', 'vector' or 'sequence', got {layout!r}")
@@ -137,18 +141,27 @@ class SelfAttention(nn.Module):
 
     The softmax(q k^T / sqrt(D)) v step runs as torch's fused `scaled_dot_product_attention`;
     fused=False spells it out (torch.func.vmap has no batching rule for the fused kernel).
+    qk_norm="ln" or "rms" normalizes q and k over the head dimension first (QK-norm, Dehghani et al.).
+    record: set it to a list and every call (spelled out) appends (max logit, mean attention entropy).
     """
 
-    def __init__(self, d_model, n_heads, causal=False, dropout=0.0):
+    def __init__(self, d_model, n_heads, causal=False, dropout=0.0, qk_norm=None):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if qk_norm not in (None, "ln", "rms"):
+            raise ValueError(f"qk_norm must be None, 'ln' or 'rms', got {qk_norm!r}")
         self.n_heads, self.causal, self.dropout, self.fused = n_heads, causal, dropout, True
         self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        head_dim, self.record = d_model // n_heads, None
+        self.q_norm, self.k_norm = ((make_norm(qk_norm, head_dim, "vector"), make_norm(qk_norm, head_dim, "vector"))
+                                    if qk_norm else (None, None))
 
     def forward(self, x, pad_mask=None):
         B, T, C = x.shape                                                      # batch, time, channels
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # each B, H, T, D
+        if self.q_norm is not None:                                            # each (b, h, t) over its D features
+            q, k = self.q_norm(q), self.k_norm(k)
         allowed = None                                                         # None: every key
         if self.causal:
             allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()   # key <= query
@@ -156,7 +169,7 @@ class SelfAttention(nn.Module):
             real = ~pad_mask[:, None, None, :]                                 # B, 1, 1, T: real keys
             allowed = real if allowed is None else allowed & real
         dropout = self.dropout if self.training else 0.0
-        if self.fused:
+        if self.fused and self.record is None:
             out = nn.functional.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if pad_mask is None else allowed,
                 is_causal=self.causal and pad_mask is None, dropout_p=dropout)  # B, H, T, D
@@ -164,26 +177,44 @@ class SelfAttention(nn.Module):
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])          # B, H, T, T
             if allowed is not None:
                 scores = scores.masked_fill(~allowed, float("-inf"))
-            out = nn.functional.dropout(scores.softmax(-1), dropout) @ v       # B, H, T, D
+            weights = scores.softmax(-1)                                       # B, H, T, T
+            if self.record is not None:   # the largest logit; entropy in nats (0 log 0 = 0)
+                entropy = -torch.special.xlogy(weights, weights).sum(-1).mean()
+                self.record.append((scores.amax().item(), entropy.item()))
+            out = nn.functional.dropout(weights, dropout) @ v                  # B, H, T, D
         return self.proj(out.transpose(1, 2).reshape(B, T, C))                 # B, T, C
 
 
 class Block(nn.Module):
-    """One Transformer block: attention then MLP, each in a residual branch with its norm (Pre- or Post-LN)."""
+    """One Transformer block: attention then MLP, each in a residual branch with its norm.
 
-    def __init__(self, d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask=True):
+    placement "pre": x + f(norm(x)); "post": norm(x + f(x)); "peri": x + norm(f(norm(x))).
+    placement=None takes it from pre_ln (True: "pre", False: "post").
+    """
+
+    def __init__(self, d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask=True, placement=None,
+                 qk_norm=None):
         super().__init__()
-        self.pre_ln = pre_ln
+        self.placement = placement or ("pre" if pre_ln else "post")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.pre_ln = self.placement == "pre"
         self.norm1 = make_norm(norm, d_model, "sequence", bn_mask)
         self.norm2 = make_norm(norm, d_model, "sequence", bn_mask)
-        self.attn = SelfAttention(d_model, n_heads, causal, dropout)
+        self.attn = SelfAttention(d_model, n_heads, causal, dropout, qk_norm)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model),
                                  nn.Dropout(dropout))
+        if self.placement == "peri":   # the second norm of each branch, on its output
+            self.norm1_out = make_norm(norm, d_model, "sequence", bn_mask)
+            self.norm2_out = make_norm(norm, d_model, "sequence", bn_mask)
 
     def forward(self, x, pad_mask=None):
-        if self.pre_ln:   # x + f(norm(x)): the residual stream itself is never normalized
+        if self.placement == "pre":   # x + f(norm(x)): the residual stream itself is never normalized
             x = x + self.attn(self.norm1(x, pad_mask), pad_mask)
             return x + self.mlp(self.norm2(x, pad_mask))
+        if self.placement == "peri":  # x + norm(f(norm(x))): each branch adds a normalized update
+            x = x + self.norm1_out(self.attn(self.norm1(x, pad_mask), pad_mask), pad_mask)
+            return x + self.norm2_out(self.mlp(self.norm2(x, pad_mask)), pad_mask)
         x = self.norm1(x + self.attn(x, pad_mask), pad_mask)   # Post-LN: norm(x + f(x))
         return self.norm2(x + self.mlp(x), pad_mask)
 
@@ -196,19 +227,22 @@ class TinyTransformer(nn.Module):
     longest sequence (dynamic padding; pads must sit at the end), so LM logits then cover only those positions.
     init="torch" keeps torch.nn's default init of the blocks' Linear layers (uniform, variance 1/(3 fan_in));
     init="fan_in" draws them from N(0, 1/fan_in) with zero biases, the scale of Xiong et al.'s analysis.
+    placement ("pre", "post", "peri"; None: from pre_ln) and qk_norm (None, "ln", "rms") go to every Block.
     """
 
     def __init__(self, vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=128, norm="ln",
                  pre_ln=True, causal=False, num_classes=None, dropout=0.0, bn_mask=True, trim_padding=False,
-                 init="torch"):
+                 init="torch", placement=None, qk_norm=None):
         super().__init__()
         if init not in ("torch", "fan_in"):
             raise ValueError(f"init must be 'torch' or 'fan_in', got {init!r}")
-        self.pre_ln, self.num_classes, self.trim_padding = pre_ln, num_classes, trim_padding
+        placement = placement or ("pre" if pre_ln else "post")
+        self.pre_ln, self.num_classes, self.trim_padding = placement == "pre", num_classes, trim_padding
         self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, d_model), nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask)
-                                    for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, "sequence", bn_mask) if pre_ln else None  # Pre-LN: a last norm
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, norm, pre_ln, causal, dropout, bn_mask, placement,
+                                          qk_norm) for _ in range(n_layers))
+        last = placement != "post"                          # Pre- and Peri-LN end with a norm; Post-LN already does
+        self.norm_f = make_norm(norm, d_model, "sequence", bn_mask) if last else None
         self.head = nn.Linear(d_model, num_classes or vocab_size)
         if init == "fan_in":   # the regime of Xiong et al.'s analysis: each block adds about as much as the stream holds
             for block in self.blocks:

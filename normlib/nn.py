@@ -16,7 +16,7 @@ from ._autograd import AffineNorm, check_eps, check_param_dtype, compute_dtype, 
 from ._batchnorm import BatchNorm1d, BatchNorm2d, InstanceNorm1d, InstanceNorm2d, SequenceBatchNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
-           "LayerNorm", "GroupNorm", "RMSNorm"]
+           "LayerNorm", "GroupNorm", "RMSNorm", "DyT"]
 
 _apply = normalize   # the name under which models.py (ImageRMSNorm) imports the autograd bridge
 
@@ -104,3 +104,20 @@ class GroupNorm(AffineNorm):
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         return normalize(input, self.weight, self.bias,
                          lambda x, w, b: F.group_norm(x, self.num_groups, w, b, self.eps))
+
+
+class DyT(torch.nn.Module):
+    """Dynamic Tanh (Zhu et al. 2025), a norm-free stand-in: weight * tanh(alpha * x) + bias.
+
+    alpha is one learned scalar (init 0.5), weight and bias are per channel.  It has
+    no statistics to derive a backward for, so autograd differentiates the forward.
+    """
+
+    def __init__(self, num_features, alpha_init=0.5):
+        super().__init__()
+        self.alpha = torch.nn.Parameter(torch.tensor(float(alpha_init)))
+        self.weight = torch.nn.Parameter(torch.ones(num_features))
+        self.bias = torch.nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, input):
+        return self.weight * torch.tanh(self.alpha * input) + self.bias

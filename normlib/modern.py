@@ -1,0 +1,76 @@
+"""Measurements for chapter 9 (today's Transformers): norm timings, attention logits, LayerNorm's curves."""
+import time
+
+import torch
+
+from .models import SelfAttention
+from .nn import LayerNorm
+
+
+def time_forward_backward(norms, shape, repeats=30, seed=0):
+    """Median seconds of one forward + backward of each module in `norms` (name -> module) on `shape`.
+
+    The modules take turns in every round, so a machine that slows down slows all of them alike.
+    """
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    grad = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
+    times = {name: [] for name in norms}
+    for round_ in range(repeats + 3):                       # 3 warm-up rounds are not kept
+        for name, norm in norms.items():
+            start = time.perf_counter()
+            norm(x).backward(grad)
+            if round_ >= 3:
+                times[name].append(time.perf_counter() - start)
+            x.grad = None
+    return {name: float(torch.tensor(t).median()) for name, t in times.items()}
+
+
+@torch.no_grad()
+def attention_logits(model, windows):
+    """Per block (max attention logit, mean attention entropy in nats) on windows (N, T + 1), eval mode."""
+    layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    for layer in layers:
+        layer.record = []
+    model.eval()(windows[:, :-1])
+    stats = [layer.record[0] for layer in layers]
+    for layer in layers:
+        layer.record = None
+    return stats
+
+
+@torch.no_grad()
+def layer_norm_curves(model, windows):
+    """For each LayerNorm of `model`: (input, normalized output before the affine step), both (N*T, C) numbers.
+
+    As Zhu et al. (2025, Sec. 3) plot them: x against (x - mean) / std of its own token.
+    """
+    pairs, hooks = [], []
+    for norm in (m for m in model.modules() if isinstance(m, LayerNorm)):
+        def keep(module, inputs, output):
+            x = inputs[0].flatten(0, -2).double()                               # tokens, C
+            x_hat = (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + module.eps).sqrt()
+            pairs.append((x.tolist(), x_hat.tolist()))
+        hooks.append(norm.register_forward_hook(keep))
+    model.eval()(windows[:, :-1])
+    for hook in hooks:
+        hook.remove()
+    return pairs
+
+
+@torch.no_grad()
+def stream_sizes(model, windows):
+    """E||x_l||^2 / d of the residual stream entering each block and leaving the last, on windows (N, T + 1)."""
+    tokens = windows[:, :-1]                                                   # B, T
+    model.eval()
+    x = model.tok_emb(tokens) + model.pos_emb(torch.arange(tokens.shape[1]))   # B, T, C
+    sizes = [x.pow(2).mean().item()]
+    for block in model.blocks:
+        x = block(x)
+        sizes.append(x.pow(2).mean().item())
+    return sizes
+
+
+def trained_probe(model, windows):
+    """What chapter 9 reads from a trained model: stream sizes, attention logits, LayerNorm curves (4 windows)."""
+    return dict(stream=stream_sizes(model, windows), attention=attention_logits(model, windows),
+                curves=layer_norm_curves(model, windows[:4]))
