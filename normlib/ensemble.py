@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from .models import SelfAttention
-from .train import _index_stream
+from .train import _index_stream, lr_scale
 
 
 class Ensemble:
@@ -97,14 +97,8 @@ class _SGD:
 
 
 def _lr_scales(step, steps, warmups, schedule):
-    """Each member's learning-rate factor at `step` (see train._set_lr): warm-up, then constant or cosine."""
-    scales = []
-    for warmup in warmups:
-        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-        if schedule == "cosine" and step >= warmup:
-            scale = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-        scales.append(scale)
-    return torch.tensor(scales)
+    """Each member's learning-rate factor at `step`, as train.lr_scale gives it."""
+    return torch.tensor([lr_scale(step, steps, warmup, schedule) for warmup in warmups])
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from . import data
 from .ensemble import train_classifier_ensemble, train_lm_ensemble
 from .models import TinyCNN, TinyMLP, TinyTransformer
+from .modern import stream_sizes
 from .stats import batch_stat_lm_loss, precise_bn
 from .train import accuracy, batch_stat_accuracy, lm_loss, set_seed, train_classifier, train_lm
 
@@ -127,7 +128,6 @@ def fc2_grad_norms(*, seed, n_layers, batches=8, batch_size=16, context=16, **mo
     return [(total / batches).norm().item() for total in totals]
 
 
-@torch.no_grad()
 def stream_growth(*, seed, n_layers, windows=16, context=16, **model_args):
     """E||x_l||^2 / d of the residual stream entering each block (l = 0 is the embedding) and leaving the last.
 
@@ -135,13 +135,7 @@ def stream_growth(*, seed, n_layers, windows=16, context=16, **model_args):
     """
     train, _, vocab = char_lm_data(context)
     model = causal_lm(vocab, context, seed, n_layers=n_layers, **model_args)
-    tokens = train[:windows, :-1]                                              # B, T
-    x = model.tok_emb(tokens) + model.pos_emb(torch.arange(tokens.shape[1]))   # B, T, C
-    sizes = [x.pow(2).mean().item()]
-    for block in model.blocks:
-        x = block(x)
-        sizes.append(x.pow(2).mean().item())
-    return sizes
+    return stream_sizes(model, train[:windows])
 
 
 def lm_mode_losses(*, seed, steps, batch_size, lr, context=32, scored=16, **model_args):

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .nn import BatchNorm1d, BatchNorm2d, DyT, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm, _apply
+from ._autograd import normalize
+from .nn import BatchNorm1d, BatchNorm2d, DyT, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm
 
 NORMS = ("bn", "ln", "rms", "gn", "none")
 SEQUENCE_NORMS = NORMS + ("dyt",)   # DyT (no statistics) is built for (B, T, C) only
@@ -63,7 +64,7 @@ class ImageRMSNorm(nn.Module):
         return y, cache
 
     def forward(self, x, pad_mask=None):
-        return _apply(x, self.weight, None, self._norm)
+        return normalize(x, self.weight, None, self._norm)
 
 
 def make_norm(kind, channels, layout, bn_mask=True):

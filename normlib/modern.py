@@ -59,9 +59,11 @@ def layer_norm_curves(model, windows):
 
 @torch.no_grad()
 def stream_sizes(model, windows):
-    """E||x_l||^2 / d of the residual stream entering each block and leaving the last, on windows (N, T + 1)."""
+    """E||x_l||^2 / d of the residual stream entering each block and leaving the last, on windows (N, T + 1).
+
+    The model runs in the mode it is in (`experiments.stream_growth` measures a fresh one this way).
+    """
     tokens = windows[:, :-1]                                                   # B, T
-    model.eval()
     x = model.tok_emb(tokens) + model.pos_emb(torch.arange(tokens.shape[1]))   # B, T, C
     sizes = [x.pow(2).mean().item()]
     for block in model.blocks:
@@ -72,5 +74,6 @@ def stream_sizes(model, windows):
 
 def trained_probe(model, windows):
     """What chapter 9 reads from a trained model: stream sizes, attention logits, LayerNorm curves (4 windows)."""
+    model.eval()
     return dict(stream=stream_sizes(model, windows), attention=attention_logits(model, windows),
                 curves=layer_norm_curves(model, windows[:4]))

@@ -18,8 +18,6 @@ from ._batchnorm import BatchNorm1d, BatchNorm2d, InstanceNorm1d, InstanceNorm2d
 __all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
            "LayerNorm", "GroupNorm", "RMSNorm", "DyT"]
 
-_apply = normalize   # the name under which models.py (ImageRMSNorm) imports the autograd bridge
-
 
 def _as_shape(normalized_shape):
     if isinstance(normalized_shape, numbers.Integral):

@@ -38,15 +38,19 @@ def _index_stream(n, batch_size, seed, batches):
         yield from torch.randperm(n, generator=g)[: n - n % batch_size].split(batch_size)
 
 
-def _set_lr(optimizer, lr, step, steps, warmup_steps, schedule):
-    """The learning rate of `step`: a linear warm-up over warmup_steps, then constant or a cosine decay to 0."""
+def lr_scale(step, steps, warmup_steps, schedule):
+    """The learning-rate factor of `step`: a linear warm-up over warmup_steps, then constant or a cosine decay to 0."""
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     scale = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     if schedule == "cosine" and step >= warmup_steps:
         scale = 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
+    return scale
+
+
+def _set_lr(optimizer, lr, step, steps, warmup_steps, schedule):
     for group in optimizer.param_groups:
-        group["lr"] = lr * scale
+        group["lr"] = lr * lr_scale(step, steps, warmup_steps, schedule)
 
 
 def _total_grad_norm(model):
