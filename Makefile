@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test bench clean
+.PHONY: book test check-book bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+check-book: $(STAMP)   # after make book: every page in headless Chromium
+	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" tests/check_book_in_browser.py
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench_norms.py

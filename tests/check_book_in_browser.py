@@ -1,0 +1,242 @@
+"""The built book in a real browser: every page of _build/html opened in headless Chromium.
+
+Run after `make book` with `make check-book` (not part of `make test`, which runs
+before the book exists). Checks, per page: math rendered with no MathJax error,
+every image loaded, every internal link and anchor resolves, no console error,
+and no block of the article scrolls sideways at a laptop's window width.
+Chromium is driven over the DevTools protocol (a websocket on loopback).
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import websocket
+
+HTML = Path(os.environ.get("BOOK_HTML", Path(__file__).resolve().parent.parent
+                          / "_build" / "html"))  # BOOK_HTML: check another build
+PAGES = sorted(p for p in HTML.rglob("*.html")
+               if not p.relative_to(HTML).parts[0].startswith("_"))
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+WINDOW = (1280, 900)  # a laptop: the article column is about 690 px wide
+PAGE_TIMEOUT = 60     # seconds for one page to load and typeset its math
+
+if not BROWSER:
+    pytest.skip("no chromium on PATH: install Debian's `chromium` to run the "
+                "browser test (.ci/run does)", allow_module_level=True)
+if not PAGES:
+    pytest.skip(f"no built book in {HTML}: run `make book` first",
+                allow_module_level=True)
+
+REDIRECT = re.compile(r'http-equiv="refresh" content="\d+;\s*url=([^"]+)"', re.I)
+EMPTY = dict(mathjax=False, math=0, untypeset=[], math_errors=[],
+             broken_images=[], links=[], scrolls=[])
+
+# Runs in the page once it has loaded and MathJax has typeset it.
+PROBE = r"""
+(async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  const article = document.querySelector('article') || document.body;
+  const describe = e => e.tagName.toLowerCase() + '.' +
+      [...e.classList].join('.') + ' "' +
+      (e.textContent || '').trim().slice(0, 60) + '"';
+  const math = [...article.querySelectorAll('.math')];
+  const scrolls = [...article.querySelectorAll('*')].filter(e => {
+    const style = getComputedStyle(e);
+    return ['auto', 'scroll'].includes(style.overflowX) &&
+           e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0;
+  });
+  return {
+    mathjax: !!(window.MathJax && MathJax.version),
+    math: math.length,
+    untypeset: math.filter(e => !e.querySelector('mjx-container'))
+                   .map(describe),
+    math_errors: [...article.querySelectorAll('mjx-merror')]
+                   .map(e => e.getAttribute('data-mjx-error') || describe(e)),
+    broken_images: [...document.images]
+        .filter(i => !(i.complete && i.naturalWidth > 0))
+        .map(i => i.getAttribute('src')),
+    links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    scrolls: scrolls.map(e => describe(e) + ' ' + e.scrollWidth + '>' +
+                         e.clientWidth + ' px'),
+  };
+})()
+"""
+
+
+class DevTools:
+    """A minimal DevTools-protocol client: one browser, one page at a time."""
+
+    def __init__(self):
+        self.profile = tempfile.TemporaryDirectory()
+        log = Path(self.profile.name) / "chromium.log"  # a file: a pipe could fill up
+        self.log = log.open("w")
+        self.process = subprocess.Popen(
+            [BROWSER, "--headless", "--no-sandbox", "--disable-gpu",
+             "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+             f"--user-data-dir={self.profile.name}",
+             f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + PAGE_TIMEOUT
+        url = None
+        while url is None:  # chromium prints "DevTools listening on ws://..."
+            match = re.search(r"(ws://\S+)", log.read_text())
+            url = match and match.group(1)
+            if url is None and (self.process.poll() is not None
+                                or time.monotonic() > deadline):
+                raise RuntimeError(f"{BROWSER} did not open a DevTools port: "
+                                   f"{log.read_text()[-500:]}")
+            time.sleep(0.1)
+        self.events = []
+        self.socket = websocket.create_connection(url, timeout=PAGE_TIMEOUT)
+        self.next_id = 0
+        target = self.call("Target.createTarget", url="about:blank")
+        self.session = self.call("Target.attachToTarget", flatten=True,
+                                 targetId=target["targetId"])["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable", session=True)
+
+    def call(self, method, session=False, **params):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        self.socket.send(json.dumps(message))
+        while True:
+            reply = self.receive()
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def receive(self):
+        reply = json.loads(self.socket.recv())
+        if reply.get("method"):
+            self.events.append(reply)
+        return reply
+
+    def visit(self, path):
+        """Load one page; return the probe's findings and the console errors."""
+        redirect = REDIRECT.search(path.read_text(encoding="utf-8"))
+        if redirect:  # index.html only forwards to the first page
+            target = (path.parent / redirect.group(1)).resolve().as_uri()
+            return dict(EMPTY, links=[target]), []
+        self.events = []
+        self.call("Page.navigate", session=True, url=path.as_uri())
+        deadline = time.monotonic() + PAGE_TIMEOUT
+        while not any(e["method"] == "Page.loadEventFired" for e in self.events):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path.name} did not load in {PAGE_TIMEOUT} s")
+            self.receive()
+        result = self.call("Runtime.evaluate", session=True, expression=PROBE,
+                           awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise RuntimeError(f"probe failed on {path.name}: " + details.get(
+                "exception", {}).get("description", details["text"]))
+        return result["result"]["value"], console_errors(self.events)
+
+    def close(self):
+        self.socket.close()
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+        self.profile.cleanup()
+
+
+def console_errors(events):
+    errors = []
+    for event in events:
+        params = event.get("params", {})
+        if event["method"] == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            errors.append(details.get("exception", {}).get("description")
+                          or details.get("text"))
+        elif event["method"] == "Runtime.consoleAPICalled" and \
+                params.get("type") == "error":
+            errors.append(" ".join(str(a.get("value", a.get("description")))
+                                   for a in params.get("args", [])))
+        elif event["method"] == "Log.entryAdded" and \
+                params["entry"]["level"] == "error":
+            errors.append(f"{params['entry']['text']} "
+                          f"({params['entry'].get('url', '')})")
+    return errors
+
+
+@pytest.fixture(scope="module")
+def visited():
+    browser = DevTools()
+    try:
+        yield {path: browser.visit(path) for path in PAGES}
+    finally:
+        browser.close()
+
+
+_ids = {}
+
+
+def anchors(path):
+    if path not in _ids:
+        text = path.read_text(encoding="utf-8")
+        _ids[path] = set(re.findall(r'\bid="([^"]+)"', text))
+    return _ids[path]
+
+
+def page_id(path):
+    return str(path.relative_to(HTML))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_math_renders(visited, page):
+    found, _ = visited[page]
+    if found["math"]:
+        assert found["mathjax"], "the page has math but MathJax did not load"
+    assert not found["untypeset"], f"math left as TeX: {found['untypeset']}"
+    assert not found["math_errors"], f"MathJax errors: {found['math_errors']}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_images_load(visited, page):
+    found, _ = visited[page]
+    assert not found["broken_images"], f"images: {found['broken_images']}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_internal_links_resolve(visited, page):
+    found, _ = visited[page]
+    broken = []
+    for link in found["links"]:
+        parts = urlsplit(link)
+        if parts.scheme != "file":
+            continue  # the web is out of reach here; only the book's own links
+        target = Path(unquote(parts.path))
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.exists():
+            broken.append(f"{link} (no such file)")
+        elif parts.fragment and target.suffix == ".html" and \
+                unquote(parts.fragment) not in anchors(target):
+            broken.append(f"{link} (no such anchor)")
+    assert not broken, f"{len(broken)} broken links: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_no_console_errors(visited, page):
+    _, errors = visited[page]
+    assert not errors, f"console errors: {errors}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_nothing_scrolls_sideways(visited, page):
+    found, _ = visited[page]
+    assert not found["scrolls"], (
+        f"{len(found['scrolls'])} blocks wider than the column at "
+        f"{WINDOW[0]} px: {found['scrolls']}")
