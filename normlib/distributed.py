@@ -61,7 +61,7 @@ class LocalGroup:
     many calls: `with LocalGroup(3) as group: group.run(fn, ...); group.run(...)`.
     """
 
-    def __init__(self, world_size, timeout=60):
+    def __init__(self, world_size, timeout=60, start_timeout=120):
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got world_size={world_size}")
         self.world_size, self.timeout = world_size, timeout
@@ -75,11 +75,15 @@ class LocalGroup:
                            for rank in range(world_size)]
         for process in self._processes:
             process.start()
-        self._collect("joining the group")
+        self._collect("joining the group", start_timeout)   # starting a process imports torch: slow
 
-    def _collect(self, what):
-        """Each rank's answer, in rank order; the first error raised by any rank is raised here."""
-        answers, deadline = {}, time.monotonic() + self.timeout
+    def _collect(self, what, timeout):
+        """Each rank's answer, in rank order; the first error raised by any rank is raised here.
+
+        A rank that gives no answer in time shuts the group down (it may be stuck in a
+        collective); errors that every rank reports leave the group usable.
+        """
+        answers, deadline = {}, time.monotonic() + timeout
         while len(answers) < self.world_size:
             left = deadline - time.monotonic()
             if any(error for ok, error in answers.values() if not ok):
@@ -91,13 +95,13 @@ class LocalGroup:
             answers[rank] = (ok, value)
         failed = [(rank, value) for rank, (ok, value) in sorted(answers.items()) if not ok]
         missing = [rank for rank in range(self.world_size) if rank not in answers]
-        if failed or missing:
-            self.close()
+        if missing:
+            self.close(stuck=missing)
         if failed:
             raise failed[0][1]
         if missing:
             raise TimeoutError(f"rank(s) {missing} of {self.world_size} gave no answer within "
-                               f"{self.timeout} s while {what}; the group was shut down")
+                               f"{timeout} s while {what}; the group was shut down")
         return [answers[rank][1] for rank in range(self.world_size)]
 
     def run(self, fn, *args):
@@ -106,12 +110,14 @@ class LocalGroup:
             raise RuntimeError("the group is closed")
         for tasks in self._tasks:
             tasks.put((fn, args))
-        return self._collect(f"running {getattr(fn, '__name__', fn)}")
+        return self._collect(f"running {getattr(fn, '__name__', fn)}", self.timeout)
 
-    def close(self):
-        """Stop the ranks: ask each to leave, then end whichever has not within a few seconds."""
+    def close(self, stuck=()):
+        """Stop the ranks: end the `stuck` ones, ask the others to leave, end whichever has not in 5 s."""
         if self._processes is None:
             return
+        for rank in stuck:
+            self._processes[rank].kill()
         for tasks in self._tasks:
             tasks.put(None)
         for process in self._processes:
@@ -128,7 +134,7 @@ class LocalGroup:
         self.close()
 
 
-def run_on_group(fn, world_size, *args, timeout=60):
+def run_on_group(fn, world_size, *args, timeout=60, start_timeout=120):
     """Start a group of world_size processes, return [fn(rank, world_size, *args) for each rank], stop it."""
-    with LocalGroup(world_size, timeout) as group:
+    with LocalGroup(world_size, timeout, start_timeout) as group:
         return group.run(fn, *args)
