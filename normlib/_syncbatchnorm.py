@@ -28,12 +28,13 @@ class CollectiveCounter:
 
 
 def merge_moments(counts, means, m2s):
-    """Chan et al.'s pairwise update, one process at a time: (count, mean, M2) of the union of the parts.
+    """Merge P parts' (count, mean, M2) with Chan et al.'s pairwise update.
 
-    counts (P,), means and m2s (P, C): part p has counts[p] values per channel, their
-    mean and their sum of squared deviations from that mean.  A part with count 0
-    adds nothing.  The correction delta^2 * n_a * n_b / n is never a difference of two
-    large numbers, so the result is as accurate as each part's own M2.
+    counts (P,), means and m2s (P, C): part p has counts[p] values per
+    channel, their mean and their sum of squared deviations from that mean.
+    A part with count 0 adds nothing.  The correction term is never a
+    difference of two large numbers, so the result is as accurate as the
+    parts' own M2.
     """
     count, mean, m2 = counts[0], means[0], m2s[0]
     for count_b, mean_b, m2_b in zip(counts[1:], means[1:], m2s[1:]):
@@ -79,26 +80,30 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             y = y + bias.to(dtype).reshape(shape)
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.count, ctx.group, ctx.counter, ctx.has_bias = count, group, counter, bias is not None
+        ctx.param_dtype = next((p.dtype for p in (weight, bias) if p is not None), dtype)
         return y.to(x.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
         xhat, rstd, weight = ctx.saved_tensors
-        shape = (1, -1) + (1,) * (xhat.ndim - 2)
-        axes = [0] + list(range(2, xhat.ndim))
+        shape = (1, -1) + (1,) * (xhat.ndim - 2)      # per channel
+        axes = [0] + list(range(2, xhat.ndim))         # all but the channel
         dy = dy.to(xhat.dtype)
-        sum_dy, sum_dy_xhat = dy.sum(axes), (dy * xhat).sum(axes)   # this process's sums
-        dweight = None if weight is None else sum_dy_xhat.to(weight.dtype)   # local share
-        dbias = sum_dy.to(weight.dtype if weight is not None else dy.dtype) if ctx.has_bias else None
+        sum_dy = dy.sum(axes)                          # this process's sums
+        sum_dy_xhat = (dy * xhat).sum(axes)
+        # the parameter gradients are this process's share, not reduced
+        dweight = None if weight is None else sum_dy_xhat.to(weight.dtype)
+        dbias = sum_dy.to(ctx.param_dtype) if ctx.has_bias else None
         dx = None
         if ctx.needs_input_grad[0]:
-            sums = torch.cat([sum_dy, sum_dy_xhat])           # 2C values
+            sums = torch.cat([sum_dy, sum_dy_xhat])    # 2C values
             dist.all_reduce(sums, group=ctx.group)
             ctx.counter.add(sums)
             mean_dy, mean_dy_xhat = (sums / ctx.count).reshape(2, *shape)
             scale = rstd if weight is None else rstd * weight.to(xhat.dtype)
-            # chapter 2: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = weight * dy
+            # chapter 2, dxhat = weight * dy, means over the whole batch:
+            # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
             dx = scale.reshape(shape) * (dy - mean_dy - xhat * mean_dy_xhat)
         return dx, dweight, dbias, None, None, None, None, None
 

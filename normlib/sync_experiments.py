@@ -80,6 +80,11 @@ def sync_errors(results, shares, tail, seed):
     return errors
 
 
+def one_row_in_all_rank(rank, world_size):
+    """Rank 0 holds one row, the others none: one value per channel in the whole batch."""
+    return SyncBatchNorm(CHANNELS)(torch.randn(1 if rank == 0 else 0, CHANNELS))
+
+
 def collective_bytes(channels, itemsize):
     """Bytes one process hands to collectives per training step of one layer: (1 + 2C) + 2C values."""
     return {"forward": (1 + 2 * channels) * itemsize, "backward": 2 * channels * itemsize}

@@ -51,7 +51,7 @@ def test_collectives_one_per_direction_bytes_as_the_formula(group2):
 def _bad_input_rank(rank, world_size, case):
     layer = SyncBatchNorm(3)
     if case == "one value":            # one row in all, on rank 0
-        return layer(torch.randn(1 - rank, 3))
+        return se.one_row_in_all_rank(rank, world_size)
     if case == "channels":
         return layer(torch.randn(4, 5))
     return layer(torch.randn(3))        # 1-D
