@@ -81,6 +81,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.count, ctx.group, ctx.counter, ctx.has_bias = count, group, counter, bias is not None
         ctx.param_dtype = next((p.dtype for p in (weight, bias) if p is not None), dtype)
+        ctx.x_dtype = x.dtype
         return y.to(x.dtype)
 
     @staticmethod
@@ -105,6 +106,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             # chapter 2, dxhat = weight * dy, means over the whole batch:
             # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
             dx = scale.reshape(shape) * (dy - mean_dy - xhat * mean_dy_xhat)
+            dx = dx.to(ctx.x_dtype)
         return dx, dweight, dbias, None, None, None, None, None
 
 

@@ -84,6 +84,24 @@ def test_eval_mode_is_plain_batchnorm_without_collectives(group2):
         assert error < 1e-6 and calls == 0
 
 
+def _bfloat16_rank(rank, world_size):
+    torch.manual_seed(rank)
+    x = (3 * torch.randn(5, 3, 4) + 2).requires_grad_()
+    layer = SyncBatchNorm(3)
+    low = x.detach().bfloat16().requires_grad_()
+    y, y_low = layer(x), layer(low)
+    y.backward(torch.ones_like(y) + x.detach())
+    y_low.backward((torch.ones_like(y) + x.detach()).bfloat16())
+    return (y_low.dtype, low.grad.dtype, (y_low.float() - y).abs().max().item(),
+            (low.grad.float() - x.grad).abs().max().item())
+
+
+def test_bfloat16_input_float32_statistics(group2):
+    for y_dtype, grad_dtype, y_error, grad_error in group2.run(_bfloat16_rank):
+        assert y_dtype == grad_dtype == torch.bfloat16
+        assert y_error < 0.05 and grad_error < 0.05
+
+
 def test_torch_syncbatchnorm_on_cpu_refuses_training_works_in_eval(group2):
     for result in group2.run(se.torch_sync_on_cpu_rank):
         assert "expected input tensor to be on GPU" in result["train"]
