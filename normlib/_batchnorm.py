@@ -57,6 +57,14 @@ class _NormBase(AffineNorm):
     def _check_dtypes(self, x):
         check_param_dtype(x, weight=self.weight, bias=self.bias, running_mean=self.running_mean)
 
+    def _count_batch(self):
+        """Count a training batch in num_batches_tracked; the weight it gets in the running averages."""
+        if not (self.training and self.track_running_stats):
+            return 0.0
+        self.num_batches_tracked.add_(1)
+        # momentum=None: a cumulative average of every batch so far
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
     def _update_running_stats(self, mean, var, count, factor):
         """Move the running averages towards this batch's mean and unbiased variance, per channel."""
         if isinstance(count, int) and count == 0:   # an empty batch: torch leaves the averages alone
@@ -106,11 +114,7 @@ class _BatchNorm(_NormBase):
         valid = self._check_input(input, pad_mask)
         if pad_mask is not None:   # select, don't multiply: inf or nan in the padding must not reach the statistics
             input = input.masked_fill(pad_mask.unsqueeze(self.channel_axis), 0)
-        factor = 0.0
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            # momentum=None: a cumulative average of every batch so far
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        factor = self._count_batch()
         if self.training or self.running_mean is None:
             stats = {}
             y = normalize(input, self.weight, self.bias, lambda x, w, b: F.batch_norm(

@@ -5,7 +5,8 @@ the modules are bookkeeping, as in d2l's split: parameters, running statistics,
 train/eval, argument checks with torch's error types, and an
 `autograd.Function` (`_autograd.py`) that calls `normalize_backward` instead of
 letting autograd differentiate the forward.  The norms with running statistics
-live in `_batchnorm.py`; this file has the per-sample ones and lists them all.
+live in `_batchnorm.py` (SyncBatchNorm, across processes, in
+`_syncbatchnorm.py`); this file has the per-sample ones and lists them all.
 """
 import numbers
 
@@ -14,8 +15,9 @@ import torch
 from . import functional as F
 from ._autograd import AffineNorm, check_eps, check_param_dtype, compute_dtype, normalize
 from ._batchnorm import BatchNorm1d, BatchNorm2d, InstanceNorm1d, InstanceNorm2d, SequenceBatchNorm
+from ._syncbatchnorm import SyncBatchNorm
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
+__all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm", "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
            "LayerNorm", "GroupNorm", "RMSNorm", "DyT"]
 
 

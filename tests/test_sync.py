@@ -1,0 +1,204 @@
+"""normlib's SyncBatchNorm on real gloo groups of 2 and 3 processes equals BatchNorm on the concatenated batch.
+
+One group per size for the whole module: starting a process costs seconds.
+"""
+import pytest
+import torch
+
+from normlib import nn as nl
+from normlib import sync_experiments as se
+from normlib._syncbatchnorm import merge_moments
+from normlib.distributed import LocalGroup, run_on_group
+from normlib.nn import SyncBatchNorm
+
+TOL = 1e-12   # float64
+
+
+@pytest.fixture(scope="module")
+def group2():
+    with LocalGroup(2, timeout=30) as group:
+        yield group
+
+
+@pytest.fixture(scope="module")
+def group3():
+    with LocalGroup(3, timeout=30) as group:
+        yield group
+
+
+@pytest.mark.parametrize("shares, tail", [((8, 8), ()), ((3, 5), (4, 5)), ((2, 0), (3,))])
+def test_two_processes_equal_batchnorm_on_the_whole_batch(group2, shares, tail):
+    results = group2.run(se.sync_step_rank, shares, tail, 0)
+    errors = se.sync_errors(results, shares, tail, 0)
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("shares, tail", [((5, 2, 9), ()), ((3, 1, 4), (4, 5)), ((1, 6, 1), (2, 3))])
+def test_three_processes_unequal_shares_equal_batchnorm(group3, shares, tail):
+    results = group3.run(se.sync_step_rank, shares, tail, 1)
+    errors = se.sync_errors(results, shares, tail, 1)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_collectives_one_per_direction_bytes_as_the_formula(group2):
+    results = group2.run(se.sync_step_rank, (4, 4), (), 0)
+    expected = se.collective_bytes(se.CHANNELS, 8)
+    for result in results:   # two training steps
+        assert result["calls"] == 4
+        assert result["bytes"] == 2 * (expected["forward"] + expected["backward"])
+
+
+def _bad_input_rank(rank, world_size, case):
+    layer = SyncBatchNorm(3)
+    if case == "one value":            # one row in all, on rank 0
+        return se.one_row_in_all_rank(rank, world_size)
+    if case == "channels":
+        return layer(torch.randn(4, 5))
+    return layer(torch.randn(3))        # 1-D
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("one value", ValueError, "Expected more than 1 value per channel when training, got 1 across 2"),
+    ("channels", RuntimeError, "num_features=3"),
+    ("ndim", ValueError, "expected at least 2D input (got 1D input)")])
+def test_bad_input_clear_errors_group_stays_usable(group2, case, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        group2.run(_bad_input_rank, case)
+    assert group2.run(se.sync_step_rank, (2, 2), (), 0)[0]["calls"] == 4   # still usable
+
+
+def _eval_rank(rank, world_size):
+    torch.manual_seed(rank)
+    layer = SyncBatchNorm(3)
+    layer(torch.randn(6, 3, 2) + 1)     # moves the running statistics
+    layer.eval()
+    x = torch.randn(4, 3, 2)
+    plain = torch.nn.BatchNorm1d(3)
+    plain.load_state_dict(layer.state_dict())
+    calls = layer.collectives.calls
+    return (layer(x) - plain.eval()(x)).abs().max().item(), layer.collectives.calls - calls
+
+
+def test_eval_mode_is_plain_batchnorm_without_collectives(group2):
+    for error, calls in group2.run(_eval_rank):
+        assert error < 1e-6 and calls == 0
+
+
+def _bfloat16_rank(rank, world_size):
+    torch.manual_seed(rank)
+    x = (3 * torch.randn(5, 3, 4) + 2).requires_grad_()
+    layer = SyncBatchNorm(3)
+    low = x.detach().bfloat16().requires_grad_()
+    y, y_low = layer(x), layer(low)
+    y.backward(torch.ones_like(y) + x.detach())
+    y_low.backward((torch.ones_like(y) + x.detach()).bfloat16())
+    return (y_low.dtype, low.grad.dtype, (y_low.float() - y).abs().max().item(),
+            (low.grad.float() - x.grad).abs().max().item())
+
+
+def test_bfloat16_input_float32_statistics(group2):
+    for y_dtype, grad_dtype, y_error, grad_error in group2.run(_bfloat16_rank):
+        assert y_dtype == grad_dtype == torch.bfloat16
+        assert y_error < 0.05 and grad_error < 0.05
+
+
+def test_torch_syncbatchnorm_on_cpu_refuses_training_works_in_eval(group2):
+    for result in group2.run(se.torch_sync_on_cpu_rank):
+        assert "expected input tensor to be on GPU" in result["train"]
+        assert result["eval_max_abs_diff"] == 0.0
+
+
+def test_without_a_group_it_is_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    sync, plain = SyncBatchNorm(3, dtype=torch.float64), nl.BatchNorm2d(3, dtype=torch.float64)
+    y_sync, y_plain = sync(x), plain(x)
+    dx_sync, = torch.autograd.grad(y_sync.sum() ** 2, x)
+    dx_plain, = torch.autograd.grad(y_plain.sum() ** 2, x)
+    assert torch.allclose(y_sync, y_plain) and torch.allclose(dx_sync, dx_plain)
+    assert torch.allclose(sync.running_var, plain.running_var)
+    with pytest.raises(ValueError, match=r"expected at least 2D input \(got 1D input\)"):
+        sync(torch.randn(3))
+
+
+def test_state_dict_keys_and_repr_like_torch():
+    ours, theirs = SyncBatchNorm(5), torch.nn.SyncBatchNorm(5)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    assert repr(ours).removeprefix("SyncBatchNorm") == repr(theirs).removeprefix("SyncBatchNorm")
+
+
+def test_convert_sync_batchnorm_keeps_parameters_statistics_and_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.2),
+                                torch.nn.Flatten(), torch.nn.Linear(64, 6), nl.BatchNorm1d(6))
+    model(torch.randn(5, 1, 6, 6))       # running statistics move
+    model[4].eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 1, 6, 6)
+    expected = model.eval()(x)
+    model.train()[4].eval()
+    converted = SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(converted[1], SyncBatchNorm) and isinstance(converted[4], SyncBatchNorm)
+    assert converted[1].momentum == 0.2 and converted[1].training and not converted[4].training
+    assert converted[1].weight is model[1].weight
+    after = converted.state_dict()
+    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.allclose(converted.eval()(x), expected, atol=1e-6)
+    single = SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm1d(3))
+    assert isinstance(single, SyncBatchNorm)
+
+
+def test_chan_merge_is_stable_where_the_sum_of_squares_is_not():
+    torch.manual_seed(0)
+    parts = [1e4 + torch.randn(n, 2) for n in (7, 1, 12, 30)]   # float32, large offset
+    whole = torch.cat(parts).double()
+    counts = torch.tensor([float(len(p)) for p in parts])
+    means = torch.stack([p.mean(0) for p in parts])
+    m2s = torch.stack([((p - p.mean(0)) ** 2).sum(0) for p in parts])
+    count, mean, m2 = merge_moments(counts, means, m2s)
+    true_var = whole.var(0, unbiased=False)
+    naive = sum((p ** 2).sum(0) for p in parts) / count - mean ** 2
+    assert int(count) == len(whole)
+    assert ((m2 / count).double() - true_var).abs().max() < 1e-3 * true_var.max()
+    assert (naive.double() - true_var).abs().max() > 10 * ((m2 / count).double() - true_var).abs().max()
+
+
+def test_ghost_batchnorm_is_per_block_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, dtype=torch.float64)
+    ghost = se.GhostBatchNorm1d(5, 4, dtype=torch.float64)
+    plain = torch.nn.BatchNorm1d(5, dtype=torch.float64)
+    expected = torch.cat([torch.nn.functional.batch_norm(b, None, None, training=True) for b in x.split(4)])
+    assert torch.allclose(ghost(x), expected)
+    plain(x[:4])                          # the first block's statistics, as rank 0's buffers
+    assert torch.allclose(ghost.running_mean, plain.running_mean)
+    assert torch.allclose(ghost.running_var, plain.running_var)
+
+
+def test_run_on_group_returns_each_ranks_result():
+    results = run_on_group(se.sync_step_rank, 2, (3, 4), (2,), 2, timeout=30)
+    assert [r["y"].shape[0] for r in results] == [3, 4]
+    assert max(se.sync_errors(results, (3, 4), (2,), 2).values()) < TOL
+
+
+def test_data_parallel_training_with_sync_follows_one_process(group2):
+    results = group2.run(se.train_steps_rank, 3, 32, 0, 1)
+    single = se.train_steps_rank(0, 1, 3, 32, 0, 1)
+    assert results[0]["losses"] == results[1]["losses"]
+    assert max(abs(a - b) for a, b in zip(results[0]["losses"], single["losses"])) < 1e-5
+    assert results[0]["per_layer"] == [(2.0, 4 * (1 + 4 * 128))] * 2
+
+
+def _fail_on_rank_1(rank, world_size):
+    if rank == 1:
+        raise KeyError("rank 1 failed")
+    torch.distributed.barrier()          # waits for rank 1, which never comes
+
+
+def test_a_rank_that_fails_ends_the_run_with_its_error(group2):
+    """Last in the file: it shuts group2 down (rank 0 would wait in the barrier)."""
+    with pytest.raises(KeyError, match="rank 1 failed"):
+        group2.run(_fail_on_rank_1)
+    with pytest.raises(RuntimeError, match="closed"):
+        group2.run(_fail_on_rank_1)
