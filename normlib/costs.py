@@ -153,28 +153,33 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm1d, BatchNorm2d)
 
 @torch.no_grad()
 def fold_bn(layer, bn):
-    """One Conv2d or Linear that computes bn(layer(x)) for an eval-mode BatchNorm `bn` (a new layer).
+    """One Conv2d or Linear computing bn(layer(x)), bn an eval-mode BatchNorm.
 
     With s = gamma / sqrt(running_var + eps), per output channel:
         W' = s * W,    b' = s * (b - running_mean) + beta.
     """
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
-        raise TypeError(f"layer must be an nn.Conv2d or nn.Linear, got {type(layer).__name__}")
+        raise TypeError("layer must be an nn.Conv2d or nn.Linear, "
+                        f"got {type(layer).__name__}")
     if not isinstance(bn, _BATCH_NORMS):
-        raise TypeError(f"bn must be a BatchNorm1d or BatchNorm2d, got {type(bn).__name__}")
+        raise TypeError("bn must be a BatchNorm1d or BatchNorm2d, "
+                        f"got {type(bn).__name__}")
     if bn.training or bn.running_mean is None:
-        raise ValueError("bn must be in eval mode with running statistics: in training it normalizes "
-                         "with each batch's own statistics, which no fixed layer can compute")
-    channels = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
-    if bn.num_features != channels:
-        raise ValueError(f"bn has num_features={bn.num_features} but layer has {channels} output channels")
-    scale = torch.rsqrt(bn.running_var + bn.eps)                     # 1 / sqrt(var + eps), per channel
+        raise ValueError("bn must be in eval mode with running statistics "
+                         "(in training it uses each batch's own)")
+    out = layer.weight.shape[0]                 # output channels
+    if bn.num_features != out:
+        raise ValueError(f"bn has num_features={bn.num_features} but "
+                         f"layer has {out} output channels")
+    scale = torch.rsqrt(bn.running_var + bn.eps)          # s, per channel
     if bn.weight is not None:
         scale = scale * bn.weight
-    shift = -bn.running_mean * scale if bn.bias is None else bn.bias - bn.running_mean * scale
+    bias = -bn.running_mean if layer.bias is None else (
+        layer.bias - bn.running_mean)
+    bias = bias * scale + (0 if bn.bias is None else bn.bias)
     folded = copy.deepcopy(layer)
-    folded.weight.copy_(layer.weight * scale.reshape(-1, *([1] * (layer.weight.ndim - 1))))
-    bias = shift if layer.bias is None else layer.bias * scale + shift
+    shape = (-1,) + (1,) * (layer.weight.ndim - 1)        # s along dim 0
+    folded.weight.copy_(layer.weight * scale.reshape(shape))
     folded.bias = nn.Parameter(bias.to(layer.weight.dtype))
     return folded
 
