@@ -153,7 +153,7 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm1d, BatchNorm2d)
 
 @torch.no_grad()
 def fold_bn(layer, bn):
-    """One Conv2d or Linear computing bn(layer(x)), bn an eval-mode BatchNorm.
+    """One Conv2d or Linear that computes bn(layer(x)); bn in eval mode.
 
     With s = gamma / sqrt(running_var + eps), per output channel:
         W' = s * W,    b' = s * (b - running_mean) + beta.
@@ -165,8 +165,8 @@ def fold_bn(layer, bn):
         raise TypeError("bn must be a BatchNorm1d or BatchNorm2d, "
                         f"got {type(bn).__name__}")
     if bn.training or bn.running_mean is None:
-        raise ValueError("bn must be in eval mode with running statistics "
-                         "(in training it uses each batch's own)")
+        raise ValueError("bn must be in eval mode with running "
+                         "statistics (training uses each batch's own)")
     out = layer.weight.shape[0]                 # output channels
     if bn.num_features != out:
         raise ValueError(f"bn has num_features={bn.num_features} but "
