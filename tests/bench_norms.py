@@ -1,7 +1,8 @@
 """Forward+backward time of each normlib.nn module against its torch.nn twin, float32 on CPU, side by side.
 
 Run with `make bench`.  Each pair is timed alternately in the same process, with
-the same input and gradient, at one thread and at two.  The ratio uses the best
+the same input and gradient, at one thread and at two (`normlib.costs.time_interleaved`,
+the loop chapter 11 times with).  The ratio uses the best
 of 30 steps of each: on this virtual machine every fresh full-size tensor costs
 page faults whose price swings from run to run, so medians wander by 2x while
 the best times are repeatable.  The median ratio is printed beside it.
@@ -9,9 +10,7 @@ the best times are repeatable.  The median ratio is printed beside it.
 A second table gives the error of half-precision inputs (float32 parameters)
 against float64, normlib beside torch.
 """
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,31 +20,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from norm_cases import MODULES, make, precision_errors  # noqa: E402
 
 import normlib.nn as ours  # noqa: E402
-
-
-def step(module, x, dy):
-    module.zero_grad(set_to_none=True)
-    x.grad = None
-    module(x).backward(dy)
+from normlib.costs import forward_backward, time_interleaved  # noqa: E402
 
 
 def time_pair(name, repeats=30):
+    """{"normlib": (best, median), "torch": (...)} seconds of forward + backward, the two taking turns."""
     torch.manual_seed(0)
     shape = MODULES[name][1]
     x = torch.randn(shape).requires_grad_()
     dy = torch.randn(shape)
     affine = {"affine": True} if name.startswith("Instance") else {}
-    mods = {"normlib": make(ours, name, **affine), "torch": make(nn, name, **affine)}
-    for m in mods.values():       # warm up
-        for _ in range(3):
-            step(m, x, dy)
-    times = {k: [] for k in mods}
-    for _ in range(repeats):
-        for k, m in mods.items():
-            start = time.perf_counter()
-            step(m, x, dy)
-            times[k].append(time.perf_counter() - start)
-    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
+    steps = {label: forward_backward(make(library, name, **affine), x, dy)
+             for label, library in (("normlib", ours), ("torch", nn))}
+    return time_interleaved(steps, repeats=repeats, warmup=3)
 
 
 def speed_table():
