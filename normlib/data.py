@@ -82,8 +82,12 @@ def random_batches(n, batch_size, seed):
 
 
 def bucket_by_length(lengths, batch_size, seed):
-    """Batches of similar-length sequences: sort by length (random tie order), chunk, shuffle the batches."""
+    """Batches of similar-length sequences.
+
+    Sort by length (random tie order), chunk, shuffle the batches.
+    """
     order = _permutation(len(lengths), seed)
-    by_length = order[torch.sort(lengths[order], stable=True).indices]     # ties keep their random order
+    # a stable sort: ties keep their random order
+    by_length = order[torch.sort(lengths[order], stable=True).indices]
     batches = list(by_length.split(batch_size))
     return [batches[i] for i in _permutation(len(batches), seed + 1)]

@@ -71,8 +71,9 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
 def normalize_backward(dy, cache):
     """The compact backward of `normalize` (derived in chapter 2).
 
-    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight,
-    where the means run over the normalized axes (and skip masked positions).
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+    dxhat = dy * weight, where the means run over the normalized axes (and
+    skip masked positions).
     """
     xhat, rstd, weight = cache["xhat"], cache["rstd"], cache["weight"]
     axes, mask, count = cache["axes"], cache["mask"], cache["count"]
@@ -81,37 +82,41 @@ def normalize_backward(dy, cache):
         dy = dy * mask
     dy_xhat = dy * xhat
     dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
-    dbias = None if cache["bias_shape"] is None else _sum_to(dy, cache["bias_shape"])
-    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * weight
-    mean_dxhat = _mean_times(dy, weight, axes, mask, count) if cache["center"] else 0
+    bias_shape, param_shape = cache["bias_shape"], cache["param_shape"]
+    dbias = None if bias_shape is None else _sum_to(dy, bias_shape)
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    mean_dxhat = (_mean_times(dy, weight, axes, mask, count)
+                  if cache["center"] else 0)
     mean_dxhat_xhat = _mean_times(dy_xhat, weight, axes, mask, count)
     dx = _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd,
-                      out=dy_xhat)                          # dy_xhat is spent: reuse it
+                      out=dy_xhat)              # dy_xhat is spent: reuse it
     if mask is not None:
         dx = dx * mask
-    if cache["param_shape"] is not None:  # per-channel parameters: broadcast shape
-        dweight = None if dweight is None else dweight.reshape(cache["param_shape"])
-        dbias = None if dbias is None else dbias.reshape(cache["param_shape"])
+    if param_shape is not None:   # per-channel parameters: broadcast shape
+        dweight = None if dweight is None else dweight.reshape(param_shape)
+        dbias = None if dbias is None else dbias.reshape(param_shape)
     return dx.reshape(cache["x_shape"]), dweight, dbias
 
 
 def normalize_backward_graph(dy, cache):
-    """The same gradient, one node of the computation graph at a time (chapter 2).
+    """The same gradient, one node of the computation graph at a time.
 
-    Read top to bottom: each line undoes one forward step, in reverse order.
-    Unmasked, centered only; it exists to be compared with `normalize_backward`.
+    Derived in chapter 2. Read top to bottom: each line undoes one forward
+    step, in reverse order. Unmasked, centered only; it exists to be
+    compared with `normalize_backward`.
     """
-    xhat, rstd, weight, axes = cache["xhat"], cache["rstd"], cache["weight"], cache["axes"]
-    count, var, eps = cache["count"], cache["var"], cache["eps"]
-    dy = dy.reshape(xhat.shape)                              # GroupNorm: (N, G, C/G, *S)
-    xc = xhat / rstd                                         # x - mean
-    dxhat = dy if weight is None else dy * weight            # y = weight * xhat + bias
-    drstd = (dxhat * xc).sum(axis=axes, keepdims=True)       # xhat = xc * rstd
-    dxc = dxhat * rstd                                       #   (the xc branch)
-    dvar = drstd * -0.5 * (var + eps) ** -1.5                # rstd = (var + eps)^(-1/2)
-    dxc = dxc + dvar * 2 * xc / count                        # var = mean(xc^2)
-    dmean = -dxc.sum(axis=axes, keepdims=True)               # xc = x - mean
-    dx = dxc + dmean / count                                 # mean = mean(x)
+    xhat, rstd, weight = cache["xhat"], cache["rstd"], cache["weight"]
+    axes, count = cache["axes"], cache["count"]
+    var, eps = cache["var"], cache["eps"]
+    dy = dy.reshape(xhat.shape)                # GroupNorm: (N, G, C/G, *S)
+    xc = xhat / rstd                           # x - mean
+    dxhat = dy if weight is None else dy * weight   # y = weight * xhat + b
+    drstd = (dxhat * xc).sum(axis=axes, keepdims=True)  # xhat = xc * rstd
+    dxc = dxhat * rstd                         #   (the xc branch)
+    dvar = drstd * -0.5 * (var + eps) ** -1.5  # rstd = (var + eps)^(-1/2)
+    dxc = dxc + dvar * 2 * xc / count          # var = mean(xc^2)
+    dmean = -dxc.sum(axis=axes, keepdims=True)  # xc = x - mean
+    dx = dxc + dmean / count                   # mean = mean(x)
     return dx.reshape(cache["x_shape"])
 
 
@@ -162,15 +167,21 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
     return y, cache
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, center=True):
-    """LayerNorm: statistics per sample, over the trailing `normalized_shape` axes."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5,
+               center=True):
+    """LayerNorm: statistics per sample, over the trailing axes."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(normalized_shape)
     k = len(normalized_shape)
     if k == 0 or tuple(x.shape[-k:]) != normalized_shape:
-        raise ValueError(f"x must end in normalized_shape={list(normalized_shape)}, got shape {tuple(x.shape)}")
+        raise ValueError(f"x must end in normalized_shape="
+                         f"{list(normalized_shape)}, got shape "
+                         f"{tuple(x.shape)}")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != normalized_shape:
-            raise ValueError(f"{name} must have shape {normalized_shape}, got {tuple(p.shape)}")
+            raise ValueError(f"{name} must have shape {normalized_shape}, "
+                             f"got {tuple(p.shape)}")
     return normalize(x, tuple(range(-k, 0)), weight, bias, eps, center=center)
 
 

@@ -30,7 +30,10 @@ def batchnorm_layers(model):
 
 
 def distances(batch_mean, batch_var, mean, var):
-    """(d_mu, d_var) of batch statistics (..., C) against a reference (C,), averaged over all."""
+    """(d_mu, d_var) of batch statistics (..., C) against a reference (C,).
+
+    Both are averaged over all entries.
+    """
     d_mu = ((batch_mean - mean).abs() / var.sqrt()).mean().item()
     d_var = (batch_var / var - 1).abs().mean().item()
     return d_mu, d_var
@@ -47,11 +50,12 @@ def noise_floor(n):
 
 @contextlib.contextmanager
 def watch_batch_stats(model):
-    """In a with block, record every train-mode forward of every BN layer of model.
+    """In a with block, record every train-mode forward of every BN layer.
 
-    Yields {layer name: [(d_mu, d_var, values per statistic) per forward]}.  A forward
-    *pre*-hook compares the batch with the running estimates before this batch is folded
-    into them: the estimates eval mode would use.  The hooks go when the block exits.
+    Yields {layer name: [(d_mu, d_var, values per statistic) per forward]}.
+    A forward *pre*-hook compares the batch with the running estimates
+    before this batch is folded into them: the estimates eval mode would
+    use.  The hooks go when the block exits.
     """
     record, handles = {}, []
 
@@ -59,7 +63,8 @@ def watch_batch_stats(model):
         if module.training:
             x = inputs[0].detach()
             channel = module.channel_axis % x.ndim
-            axes = tuple(a for a in range(x.ndim) if a != channel)    # all but the channel
+            # every axis but the channel
+            axes = tuple(a for a in range(x.ndim) if a != channel)
             d_mu, d_var = distances(x.mean(axes), x.var(axes),
                                     module.running_mean, module.running_var)
             count = x.numel() // x.shape[channel]
@@ -94,21 +99,23 @@ def bn_inputs(model, x, batch_size):
 
 
 def frozen_distances(x, channel_axis, batch_size, scatter=False):
-    """(d_mu, d_var) of consecutive batches of batch_size samples against all of x.
+    """(d_mu, d_var) of consecutive batches of batch_size samples vs all of x.
 
-    The reference is exact (no running estimate, nothing moves): sampling noise alone.
-    scatter=True first shuffles every value over all batches (seeded): each batch keeps
-    its count of values per channel but no longer holds whole samples.
-    len(x) must be a multiple of batch_size.
+    The reference is exact (no running estimate, nothing moves): sampling
+    noise alone. scatter=True first shuffles every value over all batches
+    (seeded): each batch keeps its count of values per channel but no
+    longer holds whole samples. len(x) must be a multiple of batch_size.
     """
     channels = x.shape[channel_axis]
-    values = x.movedim(channel_axis, -1).reshape(-1, channels)        # values, C
+    values = x.movedim(channel_axis, -1).reshape(-1, channels)  # values, C
     if scatter:
         generator = torch.Generator().manual_seed(0)
         values = values[torch.randperm(len(values), generator=generator)]
     per_batch = batch_size * len(values) // len(x)
-    batches = values.reshape(-1, per_batch, channels)                # batches, per_batch, C
-    return distances(batches.mean(1), batches.var(1), values.mean(0), values.var(0))
+    # batches, per_batch, C
+    batches = values.reshape(-1, per_batch, channels)
+    return distances(batches.mean(1), batches.var(1),
+                     values.mean(0), values.var(0))
 
 
 @torch.no_grad()
