@@ -24,3 +24,17 @@ def test_notebook_is_clean_and_titled(path):
     assert not dirty, f"cells {dirty} have outputs or an execution_count: clear them before committing"
     assert cells and cells[0]["cell_type"] == "markdown", "the first cell must be markdown"
     assert source(cells[0]).startswith("# "), "the first cell must start with the '# Title'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(CHAPTERS)))
+def test_first_code_cell_says_how_to_install_normlib(path, monkeypatch):
+    """A reader who downloads one notebook learns in its first cell what to install."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    first = next(c for c in cells if c["cell_type"] == "code")
+    assert "remove-cell" in first.get("metadata", {}).get("tags", []), \
+        "the install check is for notebook readers: tag it remove-cell"
+    import importlib.util
+    exec(compile(source(first), str(path), "exec"), {})   # normlib is installed here: no error
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install -r requirements\.txt -e \."):
+        exec(compile(source(first), str(path), "exec"), {})
