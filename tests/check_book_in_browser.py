@@ -3,7 +3,8 @@
 Run after `make book` with `make check-book` (not part of `make test`, which runs
 before the book exists). Checks, per page: math rendered with no MathJax error,
 every image loaded, every internal link and anchor resolves, no console error,
-and no block of the article scrolls sideways at a laptop's window width.
+and no block of the article scrolls sideways at a laptop's window width;
+no page shows a traceback or a path of the machine that built it.
 Chromium is driven over the DevTools protocol (a websocket on loopback).
 """
 import json
@@ -240,3 +241,12 @@ def test_nothing_scrolls_sideways(visited, page):
     assert not found["scrolls"], (
         f"{len(found['scrolls'])} blocks wider than the column at "
         f"{WINDOW[0]} px: {found['scrolls']}")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_no_traceback_or_build_machine_path(page):
+    text = page.read_text(encoding="utf-8")
+    found = [marker for marker in (str(HTML.parent.parent), "site-packages",
+                                   "Traceback (most recent call last)")
+             if marker in text]
+    assert not found, f"the page shows {found}: print the one-line error"
