@@ -1,8 +1,7 @@
 """Measurements for chapter 9 (today's Transformers): norm timings, attention logits, LayerNorm's curves."""
-import time
-
 import torch
 
+from .costs import forward_backward, time_interleaved
 from .models import SelfAttention
 from .nn import LayerNorm
 
@@ -10,19 +9,13 @@ from .nn import LayerNorm
 def time_forward_backward(norms, shape, repeats=30, seed=0):
     """Median seconds of one forward + backward of each module in `norms` (name -> module) on `shape`.
 
-    The modules take turns in every round, so a machine that slows down slows all of them alike.
+    The modules take turns in every round (`costs.time_interleaved`), so a machine that slows
+    down slows all of them alike.
     """
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), requires_grad=True)
     grad = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
-    times = {name: [] for name in norms}
-    for round_ in range(repeats + 3):                       # 3 warm-up rounds are not kept
-        for name, norm in norms.items():
-            start = time.perf_counter()
-            norm(x).backward(grad)
-            if round_ >= 3:
-                times[name].append(time.perf_counter() - start)
-            x.grad = None
-    return {name: float(torch.tensor(t).median()) for name, t in times.items()}
+    steps = {name: forward_backward(norm, x, grad) for name, norm in norms.items()}
+    return {name: median for name, (best, median) in time_interleaved(steps, repeats=repeats).items()}
 
 
 @torch.no_grad()
