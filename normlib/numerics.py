@@ -63,6 +63,11 @@ def variance_errors(offsets, rows=64, width=512, seed=0):
     return result
 
 
+# The norms that torch_norm_errors and bf16_errors compare: (name in torch.nn and normlib.nn, args, input shape).
+NORM_CASES = (("LayerNorm", (512,), (64, 512)), ("RMSNorm", (512,), (64, 512)),
+              ("BatchNorm2d", (64,), (16, 64, 8, 8)), ("GroupNorm", (8, 64), (16, 64, 8, 8)))
+
+
 def _relative_error(a, reference):
     return float((a.double() - reference).norm() / reference.norm())
 
@@ -73,8 +78,7 @@ def torch_norm_errors(offset, seed=0):
     Layer/RMS norms take (64, 512) rows; Batch/Group norms a (16, 64, 8, 8) batch.
     """
     errors = {}
-    for name, args, shape in (("LayerNorm", (512,), (64, 512)), ("RMSNorm", (512,), (64, 512)),
-                              ("BatchNorm2d", (64,), (16, 64, 8, 8)), ("GroupNorm", (8, 64), (16, 64, 8, 8))):
+    for name, args, shape in NORM_CASES:
         generator = torch.Generator().manual_seed(seed)
         x = (offset + torch.randn(shape, generator=generator, dtype=torch.float64)).float()
         reference = getattr(nn, name)(*args).double()(x.double()).detach()
@@ -107,8 +111,7 @@ def bf16_errors(offset=1.0, seed=0):
     to bfloat16: the error no bfloat16 output can avoid) and {"LayerNorm, bf16 sums": y}.
     """
     errors = {}
-    for name, args, shape in (("LayerNorm", (512,), (64, 512)), ("RMSNorm", (512,), (64, 512)),
-                              ("BatchNorm2d", (64,), (16, 64, 8, 8)), ("GroupNorm", (8, 64), (16, 64, 8, 8))):
+    for name, args, shape in NORM_CASES:
         generator = torch.Generator().manual_seed(seed)
         x = (offset + torch.randn(shape, generator=generator)).bfloat16()
         dy = torch.randn(shape, generator=generator).bfloat16()
