@@ -1,9 +1,10 @@
 """Many small models trained as one: torch.func.vmap runs E independent runs through one Python loop.
 
-A tiny model spends most of a training step in Python and in per-operation
-overhead, not in arithmetic.  Stacking E models of the same architecture along a
-new leading axis and mapping one functional call over it pays that overhead once
-per step for all E.  Each member keeps its own initialization, data order,
+A tiny model's training step pays a fixed cost per operation (Python, dispatch)
+on top of its arithmetic.  Stacking E models of the same architecture along a
+new leading axis and mapping one functional call over it pays the fixed part
+once per step for all E; the arithmetic stays E times one member's
+(tests/bench_train.py measures both: "member ms" is what batching cannot remove).  Each member keeps its own initialization, data order,
 learning rate and warm-up, and its own Adam state: the members never interact, so
 each ends as if trained alone (up to float rounding), as tests/test_ensemble.py checks.
 """

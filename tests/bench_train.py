@@ -2,9 +2,17 @@
 
 Run with `make bench`.  "one process" is how the chapters trained before: one run
 after another on one thread.  "workers" runs 4 runs per worker through
-`normlib.parallel.run_all`; "ensembles" trains 2 ensembles of 10 members per worker
-(`normlib.ensemble`).  Both count every run's optimizer steps against the wall
+`normlib.parallel.run_all`; "ensembles" trains 2 ensembles per worker
+(`normlib.ensemble`), each with as many members as the chapter's: 4 seeds of a
+norm in chapter 6, 20 runs of a depth and placement in chapter 7.  Both count every run's optimizer steps against the wall
 time, starting the workers included, which is what a chapter's time pays for.
+
+"member ms" is what one more member adds to an ensemble step: (step time with 12
+members - step time with 2) / 10: the part of a step that batching does not
+remove, its arithmetic, with the per-operation overhead shared out.  "bound" =
+workers / member time: the steps per second if every worker did nothing but
+that arithmetic.  No batching of these models in eager PyTorch gets past it;
+only fewer passes over memory (fused kernels) would.
 
 `python tests/bench_train.py --normlib DIR` times the normlib package in DIR instead
 (e.g. an older checkout, for a before/after comparison).
@@ -26,11 +34,11 @@ from normlib.data import char_lm_windows, char_vocab, split, text_corpus
 from normlib.models import TinyTransformer
 from normlib.train import set_seed, train_lm
 
-CASES = [  # name, TinyTransformer arguments, batch size (windows of 16 characters)
-    ("chapter 6 LM, LayerNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="ln"), 32),
-    ("chapter 6 LM, BatchNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="bn"), 32),
-    ("chapter 7 sweep, 2 blocks", dict(d_model=32, n_heads=2, n_layers=2), 16),
-    ("chapter 7 sweep, 6 blocks", dict(d_model=32, n_heads=2, n_layers=6), 16),
+CASES = [  # name, TinyTransformer arguments, batch size (windows of 16 characters), members as the chapter has
+    ("chapter 6 LM, LayerNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="ln"), 32, 4),    # 4 seeds
+    ("chapter 6 LM, BatchNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="bn"), 32, 4),
+    ("chapter 7 sweep, 2 blocks", dict(d_model=32, n_heads=2, n_layers=2), 16, 20),  # 5 rates x 2 seeds x 2 warm-ups
+    ("chapter 7 sweep, 6 blocks", dict(d_model=32, n_heads=2, n_layers=6), 16, 20),
 ]
 STEPS = 300
 
@@ -65,6 +73,12 @@ def timed_ensemble(model_args, batch_size, members=10, steps=STEPS):
     return time.perf_counter() - start
 
 
+def member_cost(model_args, batch_size, small=2, large=12, steps=100):
+    """Seconds one more member adds to an ensemble's optimizer step (its arithmetic, without the overhead)."""
+    times = [timed_ensemble(model_args, batch_size, members=e, steps=steps) / steps for e in (small, large)]
+    return (times[1] - times[0]) / (large - small)
+
+
 def main():
     torch.set_num_threads(1)
     run_all = None           # an older normlib (--normlib) has no worker pool: one process only
@@ -73,8 +87,9 @@ def main():
     import normlib.models
     print(f"normlib from {normlib.models.__file__}")
     print(f"torch {torch.__version__}, 1 thread per process, {STEPS} steps per run")
-    print(f"{'model':27s} {'one process':>12s} {'workers':>8s} {'ensembles':>10s}   steps/s")
-    for name, model_args, batch_size in CASES:
+    print(f"{'model':27s} {'one process':>12s} {'workers':>8s} {'ensembles':>10s} {'member ms':>10s} {'bound':>6s}"
+          f"   (steps/s, except member ms)")
+    for name, model_args, batch_size, members in CASES:
         one = STEPS / timed_run(model_args, batch_size)
         line = f"{name:27s} {one:12.0f}"
         if run_all is not None:
@@ -84,11 +99,12 @@ def main():
             start = time.perf_counter()
             run_all(timed_run, configs, workers)
             pooled = len(configs) * STEPS / (time.perf_counter() - start)
-            tasks = [dict(model_args=model_args, batch_size=batch_size)] * (2 * workers)
+            tasks = [dict(model_args=model_args, batch_size=batch_size, members=members)] * (2 * workers)
             start = time.perf_counter()
             run_all(timed_ensemble, tasks, workers)
-            ensembles = len(tasks) * 10 * STEPS / (time.perf_counter() - start)
-            line += f" {pooled:8.0f} {ensembles:10.0f}"
+            ensembles = len(tasks) * members * STEPS / (time.perf_counter() - start)
+            member = member_cost(model_args, batch_size)
+            line += f" {pooled:8.0f} {ensembles:10.0f} {1e3 * member:10.2f} {workers / member:6.0f}"
         print(line)
     sys.stdout.flush()
 
