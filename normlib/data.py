@@ -42,7 +42,7 @@ def char_lm_windows(text, block_size, stoi):
     """Windows of block_size + 1 characters at a stride of block_size -> LongTensor (num_windows, block_size + 1).
 
     Window i holds text[i*block_size : (i+1)*block_size + 1], so neighbours share one character and
-    every character is a target once: inputs are w[:, :-1], targets w[:, 1:].
+    no character is a target twice: inputs are w[:, :-1], targets w[:, 1:].
     """
     ids = torch.tensor([stoi[ch] for ch in text], dtype=torch.long)
     num_windows = (len(ids) - 1) // block_size
