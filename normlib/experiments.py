@@ -160,7 +160,8 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batc
     (here with a cosine decay to 0).  The seeds train together as one batched model
     (`normlib.ensemble`).  Returns per seed the test accuracy "ema" (eval mode, running
     statistics) and, for BatchNorm, "precise" (statistics re-estimated on the training
-    set, `stats.precise_bn`) and "batch" (train mode, test batches of batch_size).
+    set, `stats.precise_bn`) and "batch" (train mode, test batches of batch_size), and
+    the mean training loss of the last two epochs, "loss_last" and "loss_before".
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
     make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
@@ -169,14 +170,17 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batc
         set_seed(seed)
         nets.append(make(norm))
     steps = epochs * (len(x_train) // batch_size)
-    _, ensemble = train_classifier_ensemble(
+    histories, ensemble = train_classifier_ensemble(
         nets, x_train, y_train, steps=steps, batch_size=batch_size, optimizer="sgd", schedule="cosine",
         lrs=[base_lr * batch_size / base_batch] * len(seeds), seeds=list(seeds))
     results = []
     for index, (seed, net) in enumerate(zip(seeds, nets)):
         net = ensemble.member(index, net)
+        per_epoch = steps // epochs
+        losses = histories[index]["train_loss"]
         result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=steps,
-                      ema=accuracy(net, x_test, y_test))
+                      ema=accuracy(net, x_test, y_test), loss_last=sum(losses[-per_epoch:]) / per_epoch,
+                      loss_before=sum(losses[-2 * per_epoch:-per_epoch]) / per_epoch)
         if norm == "bn":
             result["precise"] = accuracy(precise_bn(net, x_train), x_test, y_test)
             result["batch"] = batch_stat_accuracy(net, x_test, y_test, batch_size, seed)
