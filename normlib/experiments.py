@@ -4,6 +4,7 @@ A run builds its own data and model from its arguments and seed, so any worker
 process can run it, and it returns plain numbers (lists and floats), never a model.
 """
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -161,7 +162,7 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batc
     (`normlib.ensemble`).  Returns per seed the test accuracy "ema" (eval mode, running
     statistics) and, for BatchNorm, "precise" (statistics re-estimated on the training
     set, `stats.precise_bn`) and "batch" (train mode, test batches of batch_size), and
-    the mean training loss of the last two epochs, "loss_last" and "loss_before".
+    the mean training loss of the last two epochs, "loss_last" and "loss_before" (nan for one epoch).
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
     make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
@@ -176,11 +177,11 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batc
     results = []
     for index, (seed, net) in enumerate(zip(seeds, nets)):
         net = ensemble.member(index, net)
-        per_epoch = steps // epochs
-        losses = histories[index]["train_loss"]
+        per_epoch, losses = steps // epochs, histories[index]["train_loss"]
+        last, before = losses[-per_epoch:], losses[-2 * per_epoch:-per_epoch]
         result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=steps,
-                      ema=accuracy(net, x_test, y_test), loss_last=sum(losses[-per_epoch:]) / per_epoch,
-                      loss_before=sum(losses[-2 * per_epoch:-per_epoch]) / per_epoch)
+                      ema=accuracy(net, x_test, y_test), loss_last=sum(last) / per_epoch,
+                      loss_before=sum(before) / per_epoch if epochs > 1 else math.nan)
         if norm == "bn":
             result["precise"] = accuracy(precise_bn(net, x_train), x_test, y_test)
             result["batch"] = batch_stat_accuracy(net, x_test, y_test, batch_size, seed)
