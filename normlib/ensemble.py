@@ -4,9 +4,10 @@ A tiny model's training step pays a fixed cost per operation (Python, dispatch)
 on top of its arithmetic.  Stacking E models of the same architecture along a
 new leading axis and mapping one functional call over it pays the fixed part
 once per step for all E; the arithmetic stays E times one member's
-(tests/bench_train.py measures both: "member ms" is what batching cannot remove).  Each member keeps its own initialization, data order,
-learning rate and warm-up, and its own Adam state: the members never interact, so
-each ends as if trained alone (up to float rounding), as tests/test_ensemble.py checks.
+(tests/bench_train.py measures both: "member ms" is what batching cannot
+remove).  Each member keeps its own initialization, data order, learning rate
+and warm-up, and its own Adam state: the members never interact, so each ends
+as if trained alone (up to float rounding), as tests/test_ensemble.py checks.
 """
 import copy
 import math

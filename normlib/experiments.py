@@ -174,10 +174,10 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batc
     histories, ensemble = train_classifier_ensemble(
         nets, x_train, y_train, steps=steps, batch_size=batch_size, optimizer="sgd", schedule="cosine",
         lrs=[base_lr * batch_size / base_batch] * len(seeds), seeds=list(seeds))
-    results = []
+    results, per_epoch = [], steps // epochs
     for index, (seed, net) in enumerate(zip(seeds, nets)):
         net = ensemble.member(index, net)
-        per_epoch, losses = steps // epochs, histories[index]["train_loss"]
+        losses = histories[index]["train_loss"]
         last, before = losses[-per_epoch:], losses[-2 * per_epoch:-per_epoch]
         result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=steps,
                       ema=accuracy(net, x_test, y_test), loss_last=sum(last) / per_epoch,

@@ -4,8 +4,9 @@ Run with `make bench`.  "one process" is how the chapters trained before: one ru
 after another on one thread.  "workers" runs 4 runs per worker through
 `normlib.parallel.run_all`; "ensembles" trains 2 ensembles per worker
 (`normlib.ensemble`), each with as many members as the chapter's: 4 seeds of a
-norm in chapter 6, 20 runs of a depth and placement in chapter 7.  Both count every run's optimizer steps against the wall
-time, starting the workers included, which is what a chapter's time pays for.
+norm in chapter 6, 20 runs of a depth and placement in chapter 7.  Both count
+every run's optimizer steps against the wall time, starting the workers
+included, which is what a chapter's time pays for.
 
 "member ms" is what one more member adds to an ensemble step: (step time with 12
 members - step time with 2) / 10: the part of a step that batching does not
