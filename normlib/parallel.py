@@ -5,13 +5,33 @@ on which worker ran it, on how many workers there were, or on the order: the
 pool only changes the wall time.
 """
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
 
-def _one_thread():
+def _exit_with_parent():
+    """End this worker as soon as the process that started it is gone.
+
+    A killed parent (a timeout, or "restart kernel" in Jupyter) cannot shut
+    the pool down, and a worker blocked on its task pipe would wait forever.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker_init():
+    _exit_with_parent()
     torch.set_num_threads(1)
 
 
@@ -34,6 +54,6 @@ def run_all(fn, configs, workers=None):
         return [fn(**config) for config in configs]
     # spawn, not fork: a forked Jupyter kernel (threads, open sockets) can hang its children
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         futures = [pool.submit(fn, **config) for config in configs]
         return [future.result() for future in futures]
