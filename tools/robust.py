@@ -8,7 +8,8 @@ chapters run at a time. The executed notebooks are kept in
 _build/robust/seed-<base>/ to read the numbers a draw produced. The table
 lists, per chapter and base, "ok" or the cells that raised (numbered as in
 the notebook file, from 0), with the chapter's time; below it, each failure's
-assert and error. Exit status 1 if any cell failed on any base.
+assert and error, and the range of every number the prose quotes with glue
+over the bases. Exit status 1 if any cell failed on any base.
 """
 import argparse
 import json
@@ -44,6 +45,26 @@ def failures(notebook):
     return found
 
 
+def glued(notebook):
+    """{key: value} of the numbers a notebook glued (myst-nb's glue).
+
+    A value whose text is not a plain number (e.g. 'np.float64(0.5)') is
+    kept as its text: myst-nb cannot format it into the prose.
+    """
+    values = {}
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook")
+            if not record:
+                continue
+            text = output["data"].get(record["mime_prefix"] + "text/plain", "")
+            try:
+                values[record["name"]] = float(text)
+            except ValueError:
+                values[record["name"]] = text
+    return values
+
+
 def run_chapter(path, base, kernels):
     env = dict(os.environ, NORMBOOK_SEED=str(base))
     env.pop("ATEN_CPU_CAPABILITY", None)
@@ -61,8 +82,13 @@ def run_chapter(path, base, kernels):
     executed = folder / path.name
     if done.returncode != 0 or not executed.exists():
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return seconds, [("-", f"nbconvert failed: {tail}")]
-    return seconds, failures(json.loads(executed.read_text(encoding="utf-8")))
+        return seconds, [("-", f"nbconvert failed: {tail}")], {}
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    values = glued(notebook)
+    unformattable = [("glue", f"{key} = {value!r} is not a plain number: "
+                      "glue float(value)")
+                     for key, value in values.items() if isinstance(value, str)]
+    return seconds, failures(notebook) + unformattable, values
 
 
 def main():
@@ -88,7 +114,7 @@ def main():
         results = {}
         for (path, base), future in futures.items():
             results[path, base] = future.result()
-            seconds, failed = results[path, base]
+            seconds, failed, _ = results[path, base]
             print(f"base {base} {path.stem}: {seconds:.0f} s, "
                   f"{len(failed)} failed", flush=True)
     kernels = args.kernels or "the CPU's best"
@@ -99,12 +125,21 @@ def main():
     for path in notebooks:
         row = []
         for base in args.seeds:
-            seconds, failed = results[path, base]
+            seconds, failed, _ = results[path, base]
             cells = ", ".join(f"cell {cell}" for cell, _ in failed)
             row.append(f"{cells or 'ok'} ({seconds:.0f} s)")
         print(f"| {path.stem} | " + " | ".join(row) + " |")
+    print("\nnumbers the prose quotes (glued), lowest and highest over the bases")
+    for path in notebooks:
+        keys = sorted({key for base in args.seeds
+                       for key in results[path, base][2]})
+        for key in keys:
+            values = [results[path, base][2].get(key) for base in args.seeds]
+            numbers = [v for v in values if isinstance(v, float)]
+            if numbers:
+                print(f"  {key}: {min(numbers):.4g} to {max(numbers):.4g}")
     problems = [(base, path.stem, cell, why)
-                for (path, base), (_, failed) in results.items()
+                for (path, base), (_, failed, _) in results.items()
                 for cell, why in failed]
     for base, chapter, cell, why in problems:
         print(f"base {base} {chapter} cell {cell}: {why}")
