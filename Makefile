@@ -32,12 +32,12 @@ robust: $(STAMP)   # every chapter on each seed base of SEEDS; a table of failed
 	$(BIN)/python tools/robust.py --seeds "$(SEEDS)"
 
 check-book: $(STAMP)   # after make book: every page in headless Chromium
-	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" tests/check_book_in_browser.py
+	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" tests/book/check_book_in_browser.py
 
 bench: $(STAMP)
-	$(BIN)/python tests/bench_norms.py
-	$(BIN)/python tests/bench_train.py
-	$(BIN)/python tests/bench_book.py
+	$(BIN)/python benchmarks/bench_norms.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_book.py
 
 clean:
 	rm -rf _build .pytest_cache

@@ -89,7 +89,7 @@ class _NormBase(AffineNorm):
         return y.to(x.dtype)
 
 
-class _BatchNorm(_NormBase):
+class BatchNormBase(_NormBase):
     """BatchNorm: statistics per channel over the batch and every other axis."""
 
     channel_axis = 1
@@ -126,7 +126,7 @@ class _BatchNorm(_NormBase):
         return y if valid is None else y * valid.unsqueeze(self.channel_axis).to(y.dtype)
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     """BatchNorm over (N, C) or (N, C, L); drop-in for torch.nn.BatchNorm1d, plus an optional pad_mask (N, L)."""
 
     def _check_input_dim(self, x):
@@ -134,7 +134,7 @@ class BatchNorm1d(_BatchNorm):
             raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """BatchNorm over (N, C, H, W); drop-in for torch.nn.BatchNorm2d."""
 
     def _check_input_dim(self, x):
@@ -142,7 +142,7 @@ class BatchNorm2d(_BatchNorm):
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
 
 
-class SequenceBatchNorm(_BatchNorm):
+class SequenceBatchNorm(BatchNormBase):
     """BatchNorm for Transformer activations (B, T, C), channels last, with pad_mask (B, T).
 
     torch has no such layer (BatchNorm1d wants (N, C, L)); this one saves the transposes.
@@ -224,3 +224,35 @@ class InstanceNorm2d(_InstanceNorm):
     """InstanceNorm over (N, C, H, W) or unbatched (C, H, W); drop-in for torch.nn.InstanceNorm2d."""
 
     spatial_dims = 2
+
+
+class GhostBatchNorm1d(BatchNorm1d):
+    """BatchNorm1d over (N, C) whose training statistics come from ghost_size rows at a time (Hoffer et al.).
+
+    This is exactly what per-process BatchNorm computes when N / ghost_size processes
+    hold ghost_size rows each: each block normalized by its own statistics.  The
+    running statistics take the first block's, as data-parallel training keeps rank 0's
+    buffers.  ghost_size=None is plain BatchNorm1d.
+    """
+
+    def __init__(self, num_features, ghost_size=None, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.ghost_size = ghost_size
+
+    def forward(self, input):
+        n, channels = input.shape                         # N, C
+        if not self.training or self.ghost_size in (None, n):
+            return super().forward(input)
+        if n % self.ghost_size:
+            raise ValueError(f"the batch ({n}) must be a multiple of ghost_size={self.ghost_size}")
+        self._check_input(input, None)
+        factor = self._count_batch()
+        stats = {}
+        blocks = input.reshape(n // self.ghost_size, self.ghost_size, channels)   # G, ghost, C
+        y = normalize(blocks, self.weight, self.bias,
+                      lambda x, w, b: F.normalize(x, (1,), w, b, self.eps), stats)
+        if self.running_mean is not None:
+            self._update_running_stats(stats["mean"][0], stats["var"][0], stats["count"], factor)
+        return y.reshape(n, channels)
+
+

@@ -4,12 +4,12 @@ Each helper is one step of the formula.  Its last lines are the plain array
 code, which NumPy runs for the derivations and torch's autograd traces (double
 backward).  For torch tensors that autograd is not recording it first tries
 torch's fused primitives (`vector_norm`, `addcmul`, matrix-vector products,
-`out=` buffers): the same value in fewer passes over memory.  `_fused` decides.
+`out=` buffers): the same value in fewer passes over memory.  `fused` decides.
 """
 import torch
 
 
-def _mean(a, axes, mask, count):
+def masked_mean(a, axes, mask, count):
     """Mean over `axes`; with a 0/1 mask, over the positions it selects."""
     if mask is None:
         return a.mean(axis=axes, keepdims=True)
@@ -19,7 +19,7 @@ def _mean(a, axes, mask, count):
 FUSED_FROM = 1 << 16
 
 
-def _fused(*arrays):
+def fused(*arrays):
     """Whether torch's fused kernels may replace a step: torch tensors that autograd is not recording.
 
     Only the speed differs; NumPy arrays, recorded tensors and small tensors take the plain
@@ -33,24 +33,24 @@ def _fused(*arrays):
     return not torch.is_grad_enabled() or not any(a.requires_grad for a in arrays if isinstance(a, torch.Tensor))
 
 
-def _holds(condition):
+def holds(condition):
     """bool(condition); False for a tensor under torch.func.vmap, which has one value per example."""
     if isinstance(condition, torch.Tensor) and torch._C._functorch.is_batchedtensor(condition):
         return False
     return bool(condition)
 
 
-def _mean_square(a, axes, mask, count):
+def mean_square(a, axes, mask, count):
     """mean(a * a) over `axes`."""
-    if mask is None and _fused(a) and axes == tuple(range(a.ndim - len(axes), a.ndim)):
+    if mask is None and fused(a) and axes == tuple(range(a.ndim - len(axes), a.ndim)):
         # innermost axes: one read, no a * a (over outer axes torch's norm is slower than a * a and a sum)
         return torch.linalg.vector_norm(a, dim=axes, keepdim=True).square_() / count
-    return _mean(a * a, axes, mask, count)
+    return masked_mean(a * a, axes, mask, count)
 
 
-def _scale(a, factor, owned):
+def scale_by(a, factor, owned):
     """a * factor; in a's buffer when fused and `owned` (a is a temporary of the caller's, seen by no one else)."""
-    return a.mul_(factor) if owned and _fused(a, factor) else a * factor
+    return a.mul_(factor) if owned and fused(a, factor) else a * factor
 
 
 def _inner_broadcast(weight, a):
@@ -59,9 +59,9 @@ def _inner_broadcast(weight, a):
     return weight.ndim == a.ndim and weight.shape[-1] == 1 and a.shape[-1] != 1
 
 
-def _scale_shift(xhat, weight, bias):
+def scale_shift(xhat, weight, bias):
     """weight * xhat + bias (weight 1 and bias 0 when None), always a new array."""
-    if bias is not None and weight is not None and _fused(xhat, weight, bias):
+    if bias is not None and weight is not None and fused(xhat, weight, bias):
         if _inner_broadcast(weight, xhat):
             return torch.mul(xhat, weight).add_(bias)
         return torch.addcmul(bias, xhat, weight)        # one pass, not two
@@ -69,10 +69,10 @@ def _scale_shift(xhat, weight, bias):
     return y if bias is None else y + bias
 
 
-def _mean_times(a, weight, axes, mask, count):
+def mean_times(a, weight, axes, mask, count):
     """mean(a * weight) over `axes` (mean(a) when weight is None), without forming a * weight if fused."""
-    if weight is None or mask is not None or not _fused(a, weight):
-        return _mean(a if weight is None else a * weight, axes, mask, count)
+    if weight is None or mask is not None or not fused(a, weight):
+        return masked_mean(a if weight is None else a * weight, axes, mask, count)
     shape = (1,) * (a.ndim - weight.ndim) + tuple(weight.shape)      # weight as broadcast against a
     varying = tuple(ax for ax in axes if shape[ax] != 1)
     if varying == axes == tuple(range(a.ndim - len(axes), a.ndim)) and all(
@@ -85,13 +85,13 @@ def _mean_times(a, weight, axes, mask, count):
     return (partial.sum(dim=varying, keepdim=True) if varying else partial) / count
 
 
-def _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd, out):
+def project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd, out):
     """rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) with dxhat = dy * weight.
 
     That is dxhat less its components along 1 and along xhat (chapter 2's two projections).
     `out`, a spent temporary of dy's shape, receives the result when fused (a fresh tensor costs page faults).
     """
-    if _fused(dy, xhat, rstd, weight):   # three passes, no new buffer; rstd last, so 0 stays exactly 0
+    if fused(dy, xhat, rstd, weight):   # three passes, no new buffer; rstd last, so 0 stays exactly 0
         if weight is None:
             dx = torch.sub(dy, mean_dxhat, out=out)
         elif torch.is_tensor(mean_dxhat) and not _inner_broadcast(weight, dy):
@@ -105,7 +105,7 @@ def _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd, out):
     return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
 
 
-def _sum_to(a, shape):
+def sum_to(a, shape):
     """Sum a broadcast array back down to `shape` (the gradient of broadcasting)."""
     lead = a.ndim - len(shape)                      # broadcasting added these leading axes
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1)

@@ -13,7 +13,8 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from ._autograd import compute_dtype
-from ._batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm
+from .functional import merge_moments
+from ._batchnorm import BatchNorm1d, BatchNorm2d, BatchNormBase
 
 
 class CollectiveCounter:
@@ -25,27 +26,6 @@ class CollectiveCounter:
     def add(self, tensor):
         self.calls += 1
         self.bytes += tensor.numel() * tensor.element_size()
-
-
-def merge_moments(counts, means, m2s):
-    """Merge P parts' (count, mean, M2) with Chan et al.'s pairwise update.
-
-    counts (P,), means and m2s (P, C): part p has counts[p] values per
-    channel, their mean and their sum of squared deviations from that mean.
-    A part with count 0 adds nothing.  The correction term is never a
-    difference of two large numbers, so the result is as accurate as the
-    parts' own M2.
-    """
-    count, mean, m2 = counts[0], means[0], m2s[0]
-    for count_b, mean_b, m2_b in zip(counts[1:], means[1:], m2s[1:]):
-        total = count + count_b
-        if total == 0:
-            continue
-        delta = mean_b - mean
-        mean = mean + delta * (count_b / total)
-        m2 = m2 + m2_b + delta ** 2 * (count * count_b / total)
-        count = total
-    return count, mean, m2
 
 
 def global_moments(x, group, counter):
@@ -110,7 +90,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None, None, None
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(BatchNormBase):
     """BatchNorm over (N, C, *) with statistics over all processes; drop-in for torch.nn.SyncBatchNorm (on CPU)."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,

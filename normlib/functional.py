@@ -17,8 +17,8 @@ backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  Nothing
 returned or cached is modified later, and torch's autograd can trace both
 directions (which is how `normlib.nn` differentiates the backward a second time).
 
-A few steps go through small helpers (`_steps.py`: `_mean_square`,
-`_mean_times`, `_project_out`, ...): on NumPy arrays, and on tensors autograd
+A few steps go through small helpers (`_steps.py`: `mean_square`,
+`mean_times`, `project_out`, ...): on NumPy arrays, and on tensors autograd
 records, each is the plain line of the formula; on other torch tensors it picks
 torch's fused kernels (and reuses the function's own temporaries), which only
 changes the speed.
@@ -26,7 +26,7 @@ changes the speed.
 import math
 
 # the steps torch has fused kernels for: each helper is also the plain line of the formula
-from ._steps import _holds, _mean, _mean_square, _mean_times, _project_out, _scale, _scale_shift, _sum_to
+from ._steps import holds, masked_mean, mean_square, mean_times, project_out, scale_by, scale_shift, sum_to
 
 
 def _check_eps(eps):
@@ -51,14 +51,14 @@ def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None)
     _check_eps(eps)
     axes = tuple(a % x.ndim for a in axes)
     count = _count(x, axes, mask)
-    mean = _mean(x, axes, mask, count) if center else None  # E[x]
+    mean = masked_mean(x, axes, mask, count) if center else None  # E[x]
     xc = x - mean if center else x                          # x - E[x]
-    var = _mean_square(xc, axes, mask, count)               # E[(x - E[x])^2], two passes: stable
+    var = mean_square(xc, axes, mask, count)               # E[(x - E[x])^2], two passes: stable
     rstd = (var + eps) ** -0.5                              # 1 / sqrt(var + eps)
-    xhat = _scale(xc, rstd, owned=center)                   # (x - E[x]) * rstd
+    xhat = scale_by(xc, rstd, owned=center)                   # (x - E[x]) * rstd
     if mask is not None:
         xhat = xhat * mask                                  # pads contribute nothing downstream
-    y = _scale_shift(xhat, weight, bias)                    # weight * xhat + bias, never xhat itself
+    y = scale_shift(xhat, weight, bias)                    # weight * xhat + bias, never xhat itself
     if mask is not None and bias is not None:
         y = y * mask
     cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes, center=center, mask=mask,
@@ -81,14 +81,14 @@ def normalize_backward(dy, cache):
     if mask is not None:
         dy = dy * mask
     dy_xhat = dy * xhat
-    dweight = None if weight is None else _sum_to(dy_xhat, weight.shape)
+    dweight = None if weight is None else sum_to(dy_xhat, weight.shape)
     bias_shape, param_shape = cache["bias_shape"], cache["param_shape"]
-    dbias = None if bias_shape is None else _sum_to(dy, bias_shape)
+    dbias = None if bias_shape is None else sum_to(dy, bias_shape)
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    mean_dxhat = (_mean_times(dy, weight, axes, mask, count)
+    mean_dxhat = (mean_times(dy, weight, axes, mask, count)
                   if cache["center"] else 0)
-    mean_dxhat_xhat = _mean_times(dy_xhat, weight, axes, mask, count)
-    dx = _project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd,
+    mean_dxhat_xhat = mean_times(dy_xhat, weight, axes, mask, count)
+    dx = project_out(dy, weight, mean_dxhat, xhat, mean_dxhat_xhat, rstd,
                       out=dy_xhat)              # dy_xhat is spent: reuse it
     if mask is not None:
         dx = dx * mask
@@ -158,7 +158,7 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
         mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
     count = math.prod(x.shape[a] for a in axes) if mask is None else mask.sum()
     # An empty batch passes, as in torch (its output is empty); an all-padding one would divide 0 by 0
-    if _holds(count == 1) or (mask is not None and _holds(count == 0)):   # (not checked under vmap)
+    if holds(count == 1) or (mask is not None and holds(count == 0)):   # (not checked under vmap)
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
                          + (" with the padding mask applied" if mask is not None else ""))
     y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),
@@ -218,3 +218,23 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     cache["x_shape"], cache["param_shape"] = x.shape, (c,)
     return y.reshape(x.shape), cache
 
+
+def merge_moments(counts, means, m2s):
+    """Merge P parts' (count, mean, M2) with Chan et al.'s pairwise update.
+
+    counts (P,), means and m2s (P, C): part p has counts[p] values per
+    channel, their mean and their sum of squared deviations from that mean.
+    A part with count 0 adds nothing.  The correction term is never a
+    difference of two large numbers, so the result is as accurate as the
+    parts' own M2.
+    """
+    count, mean, m2 = counts[0], means[0], m2s[0]
+    for count_b, mean_b, m2_b in zip(counts[1:], means[1:], m2s[1:]):
+        total = count + count_b
+        if total == 0:
+            continue
+        delta = mean_b - mean
+        mean = mean + delta * (count_b / total)
+        m2 = m2 + m2_b + delta ** 2 * (count * count_b / total)
+        count = total
+    return count, mean, m2

@@ -14,11 +14,12 @@ import torch
 
 from . import functional as F
 from ._autograd import AffineNorm, check_eps, check_param_dtype, compute_dtype, normalize
-from ._batchnorm import BatchNorm1d, BatchNorm2d, InstanceNorm1d, InstanceNorm2d, SequenceBatchNorm
+from ._batchnorm import (BatchNorm1d, BatchNorm2d, GhostBatchNorm1d, InstanceNorm1d, InstanceNorm2d,
+                         SequenceBatchNorm)
 from ._syncbatchnorm import SyncBatchNorm
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm", "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
-           "LayerNorm", "GroupNorm", "RMSNorm", "DyT"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm", "GhostBatchNorm1d", "SyncBatchNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm", "ImageRMSNorm", "DyT"]
 
 
 def _as_shape(normalized_shape):
@@ -121,3 +122,33 @@ class DyT(torch.nn.Module):
 
     def forward(self, input):
         return self.weight * torch.tanh(self.alpha * input) + self.bias
+
+
+class ImageRMSNorm(AffineNorm):
+    """RMSNorm for images (N, C, H, W): each sample divided by its root mean
+    square over (C, H, W), then multiplied by a weight per channel.
+
+    It is `GroupNorm(1, C)` (the image LayerNorm) without the mean and without
+    the bias; torch has no such layer.
+
+    - `num_channels`: C, the length of the weight.
+    - `eps`: added to the mean square before the square root.
+    """
+
+    def __init__(self, num_channels, eps=1e-5):
+        super().__init__()
+        check_eps(eps)
+        self.num_channels, self.eps = num_channels, eps
+        self._init_affine((num_channels,), True, False, {})
+
+    def _norm(self, x, weight, bias):
+        C = x.shape[1]
+        y, cache = F.normalize(x, (1, 2, 3), weight.reshape(1, C, 1, 1), None,
+                               self.eps, center=False)
+        cache["param_shape"] = (C,)   # the gradient of weight comes back as (C,)
+        return y, cache
+
+    def forward(self, input):
+        if input.dim() != 4:
+            raise ValueError(f"expected 4D input (N, C, H, W), got {input.dim()}D input")
+        return normalize(input, self.weight, None, self._norm)

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from normlib import nn as ours
-from normlib.data import (bucket_by_length, char_lm_windows, char_vocab, digits, padded_sequences,
+from normbook.common.data import (bucket_by_length, char_lm_windows, char_vocab, digits, padded_sequences,
                           random_batches, split, text_corpus)
-from normlib.models import NORMS, IgnoreMask, TinyCNN, TinyTransformer, make_norm
-from normlib.train import (accuracy, batch_stat_accuracy, batch_stat_logits, grad_norms_per_layer, lm_loss,
+from normbook.common.models import NORMS, IgnoreMask, TinyCNN, TinyTransformer, make_norm
+from normbook.common.train import (accuracy, batch_stat_accuracy, batch_stat_logits, grad_norms_per_layer, lm_loss,
                            set_seed, train_classifier, train_lm)
 
 

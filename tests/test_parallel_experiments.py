@@ -4,12 +4,14 @@ import math
 import pytest
 import torch
 
-from normlib import data
+from normbook.common import data
 
-from normlib.experiments import (batch_size_run, causal_lm, char_lm_baselines, char_lm_data, cnn_run,
-                                 fc2_grad_norms, lm_run, stream_growth)
-from normlib.parallel import run_all
-from normlib.train import train_lm
+from normbook.ch04_small_batches import batch_size_run
+from normbook.ch06_cnn_vs_transformer import cnn_run
+from normbook.ch07_why_attention_uses_ln import fc2_grad_norms
+from normbook.common.charlm import causal_lm, char_lm_baselines, char_lm_data, lm_run, stream_growth
+from normbook.common.parallel import run_all
+from normbook.common.train import train_lm
 
 TINY = dict(steps=4, batch_size=4, lr=1e-3, d_model=8, n_heads=2, n_layers=1)
 
@@ -79,7 +81,7 @@ def test_cnn_run_learns_and_cosine_schedule_ends_near_zero():
 
 
 def test_set_lr_schedules():
-    from normlib.train import _set_lr
+    from normbook.common.train import _set_lr
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     lrs = []
     for step in range(10):
@@ -92,7 +94,7 @@ def test_set_lr_schedules():
 
 
 def test_tiny_mlp_and_vector_norms():
-    from normlib.models import TinyMLP, make_norm
+    from normbook.common.models import TinyMLP, make_norm
     x = torch.randn(5, 1, 8, 8)
     for norm in ("bn", "ln", "gn", "rms", "none"):
         assert TinyMLP(norm)(x).shape == (5, 10)
@@ -101,8 +103,8 @@ def test_tiny_mlp_and_vector_norms():
 
 
 def test_precise_bn_is_the_plain_average_and_leaves_the_model_alone():
-    from normlib.models import TinyMLP
-    from normlib.stats import precise_bn
+    from normbook.common.models import TinyMLP
+    from normbook.common.probes import precise_bn
     torch.manual_seed(0)
     model = TinyMLP("bn").train()
     for _ in range(3):
@@ -131,9 +133,9 @@ def test_batch_size_run_reports_three_accuracies_for_bn():
 
 @pytest.mark.parametrize("model, norm", [("cnn", "bn"), ("mlp", "ln")])
 def test_classifier_members_train_as_if_alone(model, norm):
-    from normlib.ensemble import train_classifier_ensemble
-    from normlib.models import TinyCNN, TinyMLP
-    from normlib.train import set_seed, train_classifier
+    from normbook.common.ensemble import train_classifier_ensemble
+    from normbook.common.models import TinyCNN, TinyMLP
+    from normbook.common.train import set_seed, train_classifier
     x, y, _, _ = data.digits(seed=0)
     make, nets = {"cnn": TinyCNN, "mlp": TinyMLP}[model], []
     for seed in (0, 1):

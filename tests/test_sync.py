@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from normlib import nn as nl
-from normlib import sync_experiments as se
-from normlib._syncbatchnorm import merge_moments
-from normlib.distributed import LocalGroup, run_on_group
+import normbook.ch10_batchnorm_across_processes as se
+from normlib.functional import merge_moments
+from normbook.common.distributed import LocalGroup, run_on_group
 from normlib.nn import SyncBatchNorm
 
 TOL = 1e-12   # float64
@@ -167,7 +167,7 @@ def test_chan_merge_is_stable_where_the_sum_of_squares_is_not():
 def test_ghost_batchnorm_is_per_block_batchnorm():
     torch.manual_seed(0)
     x = torch.randn(12, 5, dtype=torch.float64)
-    ghost = se.GhostBatchNorm1d(5, 4, dtype=torch.float64)
+    ghost = nl.GhostBatchNorm1d(5, 4, dtype=torch.float64)
     plain = torch.nn.BatchNorm1d(5, dtype=torch.float64)
     expected = torch.cat([torch.nn.functional.batch_norm(b, None, None, training=True) for b in x.split(4)])
     assert torch.allclose(ghost(x), expected)

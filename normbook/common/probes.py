@@ -16,8 +16,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from .nn import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
-from .train import next_token_loss
+from normlib.nn import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
+from normbook.common.train import next_token_loss
 
 BATCHNORMS = (BatchNorm1d, BatchNorm2d, SequenceBatchNorm)
 

@@ -1,6 +1,6 @@
 """What kernel fusion (torch.compile) would buy the chapter 6 ensemble, and what it costs.
 
-`python tests/bench_compile.py` (about a minute; not part of `make bench`).
+`python benchmarks/bench_compile.py` (about a minute; not part of `make bench`).
 
 normlib's norms do not compile under vmap (dynamo cannot trace their
 autograd.Function with its non-tensor arguments, and falls back to eager), so
@@ -19,11 +19,11 @@ from torch.func import functional_call, vmap
 sys.path.insert(0, "tests")
 from bench_train import CASES  # noqa: E402
 
-from normlib.data import char_lm_windows, char_vocab, split, text_corpus  # noqa: E402
-from normlib.ensemble import Ensemble, _Adam, _lm_losses  # noqa: E402
-from normlib.models import IgnoreMask, TinyTransformer  # noqa: E402
+from normbook.common.data import char_lm_windows, char_vocab, split, text_corpus  # noqa: E402
+from normbook.common.ensemble import Ensemble, _Adam, _lm_losses  # noqa: E402
+from normbook.common.models import IgnoreMask, TinyTransformer  # noqa: E402
 from normlib.nn import LayerNorm  # noqa: E402
-from normlib.train import set_seed  # noqa: E402
+from normbook.common.train import set_seed  # noqa: E402
 
 MEMBERS, STEPS = 10, 50
 

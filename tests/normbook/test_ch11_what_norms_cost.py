@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 import normlib.nn as ours
-from normlib.costs import (PASSES, bandwidth_bound, count_traffic, fold_bn, fold_tiny_cnn, memory_bandwidth,
+from normbook.ch11_what_norms_cost import (PASSES, bandwidth_bound, count_traffic, fold_bn, fold_tiny_cnn, memory_bandwidth,
                            saved_bytes, time_interleaved)
-from normlib.models import TinyCNN
-from normlib.numerics import (autocast_dtypes, low_precision_layer_norm, offset_rows, one_pass_var, two_pass_var,
+from normbook.common.models import TinyCNN
+from normbook.ch11_what_norms_cost import (autocast_dtypes, low_precision_layer_norm, offset_rows, one_pass_var, two_pass_var,
                               variance_errors, welford_var)
 
 

@@ -4,10 +4,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from . import data
-from .ensemble import train_classifier_ensemble
-from .models import make_norm
-from .train import set_seed
+from normbook.common import data
+from normbook.common.ensemble import train_classifier_ensemble
+from normbook.common.models import make_norm
+from normbook.common.train import set_seed
 
 
 class DeepMLP(nn.Module):

@@ -11,13 +11,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import data
-from . import functional as NF
-from ._autograd import normalize
-from .models import TinyMLP
-from .nn import BatchNorm1d, SyncBatchNorm
-from .stats import precise_bn
-from .train import _index_stream, accuracy, set_seed, train_classifier
+from normbook.common import data
+from normbook.common.models import TinyMLP
+from normlib.nn import BatchNorm1d, GhostBatchNorm1d, SyncBatchNorm
+from normbook.common.probes import precise_bn
+from normbook.common.train import index_stream, accuracy, set_seed, train_classifier
 
 CHANNELS = 3
 
@@ -110,36 +108,6 @@ def torch_sync_on_cpu_rank(rank, world_size):
 
 # ---- ghost batches: per-process BatchNorm, simulated in one process ------------
 
-class GhostBatchNorm1d(BatchNorm1d):
-    """BatchNorm1d over (N, C) whose training statistics come from ghost_size rows at a time (Hoffer et al.).
-
-    This is exactly what per-process BatchNorm computes when N / ghost_size processes
-    hold ghost_size rows each: each block normalized by its own statistics.  The
-    running statistics take the first block's, as data-parallel training keeps rank 0's
-    buffers.  ghost_size=None is plain BatchNorm1d.
-    """
-
-    def __init__(self, num_features, ghost_size=None, **kwargs):
-        super().__init__(num_features, **kwargs)
-        self.ghost_size = ghost_size
-
-    def forward(self, input):
-        n, channels = input.shape                         # N, C
-        if not self.training or self.ghost_size in (None, n):
-            return super().forward(input)
-        if n % self.ghost_size:
-            raise ValueError(f"the batch ({n}) must be a multiple of ghost_size={self.ghost_size}")
-        self._check_input(input, None)
-        factor = self._count_batch()
-        stats = {}
-        blocks = input.reshape(n // self.ghost_size, self.ghost_size, channels)   # G, ghost, C
-        y = normalize(blocks, self.weight, self.bias,
-                      lambda x, w, b: NF.normalize(x, (1,), w, b, self.eps), stats)
-        if self.running_mean is not None:
-            self._update_running_stats(stats["mean"][0], stats["var"][0], stats["count"], factor)
-        return y.reshape(n, channels)
-
-
 def ghost_mlp(ghost_size, seed, width=128):
     """TinyMLP whose two BatchNorms are GhostBatchNorm1d(ghost_size), seeded."""
     set_seed(seed)
@@ -208,7 +176,7 @@ def train_steps_rank(rank, world_size, steps, batch_size=32, seed=0, warmup=5):
     set_seed(seed)
     model = SyncBatchNorm.convert_sync_batchnorm(TinyMLP("bn"))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    stream = _index_stream(len(x_train), batch_size, seed, None)
+    stream = index_stream(len(x_train), batch_size, seed, None)
     share = batch_size // world_size
     losses = []
     for step in range(warmup + steps):

@@ -1,15 +1,18 @@
-"""Measurements for chapter 9 (today's Transformers): norm timings, attention logits, LayerNorm's curves."""
+"""Chapter 9, "Norms in today's Transformers": norm timings, attention logits,
+LayerNorm's curves.
+"""
 import torch
 
-from .costs import forward_backward, time_interleaved
-from .models import SelfAttention
-from .nn import LayerNorm
+from normbook.common.charlm import stream_sizes
+from normbook.common.models import SelfAttention
+from normbook.common.timing import forward_backward, time_interleaved
+from normlib.nn import LayerNorm
 
 
 def time_forward_backward(norms, shape, repeats=30, seed=0):
     """Median seconds of one forward + backward of each module in `norms` (name -> module) on `shape`.
 
-    The modules take turns in every round (`costs.time_interleaved`), so a machine that slows
+    The modules take turns in every round (`normbook.common.timing.time_interleaved`), so a machine that slows
     down slows all of them alike.
     """
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), requires_grad=True)
@@ -48,21 +51,6 @@ def layer_norm_curves(model, windows):
     for hook in hooks:
         hook.remove()
     return pairs
-
-
-@torch.no_grad()
-def stream_sizes(model, windows):
-    """E||x_l||^2 / d of the residual stream entering each block and leaving the last, on windows (N, T + 1).
-
-    The model runs in the mode it is in (`experiments.stream_growth` measures a fresh one this way).
-    """
-    tokens = windows[:, :-1]                                                   # B, T
-    x = model.tok_emb(tokens) + model.pos_emb(torch.arange(tokens.shape[1]))   # B, T, C
-    sizes = [x.pow(2).mean().item()]
-    for block in model.blocks:
-        x = block(x)
-        sizes.append(x.pow(2).mean().item())
-    return sizes
 
 
 def trained_probe(model, windows):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PARENT = textwrap.dedent("""
     import os, sys, time
-    from normlib.parallel import run_all
+    from normbook.common.parallel import run_all
 
     def record_and_wait(folder, index):
         with open(os.path.join(folder, f"{index}.pid"), "w") as f:

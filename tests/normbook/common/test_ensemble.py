@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from normlib.ensemble import Ensemble, train_lm_ensemble
-from normlib.experiments import causal_lm, char_lm_data
-from normlib.models import SelfAttention
-from normlib.train import train_lm
+from normbook.common.ensemble import Ensemble, train_lm_ensemble
+from normbook.common.charlm import causal_lm, char_lm_data
+from normbook.common.models import SelfAttention
+from normbook.common.train import train_lm
 
 SHAPE = dict(d_model=16, n_heads=2, n_layers=2)
 
@@ -62,7 +62,7 @@ def test_a_diverging_member_leaves_the_others_alone():
 
 
 def test_lm_ensemble_run_matches_lm_run():
-    from normlib.experiments import lm_ensemble_run, lm_run
+    from normbook.common.charlm import lm_ensemble_run, lm_run
     members = [dict(seed=0, lr=3e-3), dict(seed=1, lr=1e-2, warmup_steps=4)]
     together = lm_ensemble_run(members=members, steps=12, batch_size=8, eval_every=6, **SHAPE)
     for history, member in zip(together, members):
@@ -74,7 +74,7 @@ def test_lm_ensemble_run_matches_lm_run():
 
 
 def test_member_extraction_and_batch_statistics_loss():
-    from normlib.experiments import lm_ensemble_run, lm_run
+    from normbook.common.charlm import lm_ensemble_run, lm_run
     members = [dict(seed=0, lr=3e-3), dict(seed=1, lr=3e-3)]
     together = lm_ensemble_run(members=members, steps=10, batch_size=8, norm="bn", batch_stat_batch_size=8,
                                **SHAPE)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from .models import SelfAttention
-from .train import _index_stream, lr_scale
+from normbook.common.models import SelfAttention
+from normbook.common.train import index_stream, lr_scale
 
 
 class Ensemble:
@@ -150,7 +150,7 @@ def train_lm_ensemble(models, windows, *, steps, batch_size, lrs, seeds, warmup_
     initialization must already differ (build each after set_seed(seed)).
     """
     ensemble = Ensemble(models)
-    streams = [_index_stream(len(windows), batch_size, seed, None) for seed in seeds]
+    streams = [index_stream(len(windows), batch_size, seed, None) for seed in seeds]
     curve, eval_steps = [], []
 
     def batch_losses(step):
@@ -183,7 +183,7 @@ def train_classifier_ensemble(models, x, y, *, steps, batch_size, lrs, seeds, op
     evaluate the members with `Ensemble.member`.
     """
     ensemble = Ensemble(models)
-    streams = [_index_stream(len(x), batch_size, seed, None) for seed in seeds]
+    streams = [index_stream(len(x), batch_size, seed, None) for seed in seeds]
 
     def batch_losses(step):
         index = torch.stack([next(stream) for stream in streams])                 # E, B

@@ -1,54 +1,21 @@
-"""What a norm costs (chapter 11): time, memory traffic, memory kept for backward, and BatchNorm folded away.
+"""Chapter 11, "What norms cost": memory traffic, memory kept for backward,
+BatchNorm folded away, and fine-tuning at a small batch.
 
-`time_interleaved` is the timing loop of the book (the benchmark `tests/bench_norms.py`
-uses it too); `memory_bandwidth` and `PASSES` give the bound a norm cannot beat;
+`memory_bandwidth` and `PASSES` give the bound a norm cannot beat;
 `count_traffic` and `saved_bytes` measure what an implementation reads, writes and
 keeps; `fold_bn` is the formula that removes an eval-mode BatchNorm.
 """
 import copy
-import statistics
-import time
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .nn import BatchNorm1d, BatchNorm2d
-
-# ---- time ------------------------------------------------------------------------
-
-
-def time_interleaved(steps, repeats=30, warmup=3):
-    """Seconds per call of each callable in `steps` (name -> fn()), as {name: (best, median)}.
-
-    The callables take turns in every round, so a machine that slows down slows them
-    all alike; warm-up rounds are not kept.  Best-of-N is the repeatable figure on a
-    shared machine, the median shows the spread.
-    """
-    times = {name: [] for name in steps}
-    for round_ in range(warmup + repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
-
-
-def forward_backward(module, x, dy):
-    """A callable running one forward + backward of `module` on x (requires_grad) with upstream dy."""
-    def step():
-        module.zero_grad(set_to_none=True)
-        x.grad = None
-        module(x).backward(dy)
-    return step
-
-
-def norm_inputs(shape, seed=0):
-    """(x with requires_grad, dy) of `shape`, float32, seeded."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator).requires_grad_(), torch.randn(shape, generator=generator)
-
+from normbook.common.data import digits
+from normbook.common.models import TinyCNN, TinyTransformer
+from normbook.common.timing import forward_backward, time_interleaved
+from normbook.common.train import accuracy, set_seed, train_classifier
+from normlib.nn import BatchNorm1d, BatchNorm2d
 
 # ---- memory traffic --------------------------------------------------------------
 
@@ -186,7 +153,7 @@ def fold_bn(layer, bn):
 
 def fold_tiny_cnn(model):
     """A copy of an eval-mode `models.TinyCNN(norm="bn")` whose two BatchNorms are folded into the convs."""
-    from .models import IgnoreMask
+    from normbook.common.models import IgnoreMask
     folded = copy.deepcopy(model).eval()
     for conv, norm in (("conv1", "norm1"), ("conv2", "norm2")):
         setattr(folded, conv, fold_bn(getattr(folded, conv), getattr(folded, norm).norm))
@@ -203,7 +170,6 @@ def transformer_step_times(norms=("ln", "rms", "none"), batch_size=16, context=6
 
     The models take turns in every round; "none" (no norm at all) tells what the norms cost in a step.
     """
-    from .models import TinyTransformer
     vocab = 64
     windows = torch.randint(vocab, (batch_size, context + 1), generator=torch.Generator().manual_seed(seed))
     steps = {}
@@ -228,9 +194,6 @@ def finetune_bn(seed, pretrain_steps=200, finetune_steps=100, finetune_size=200,
     (train mode).  Returns test accuracies: {"pretrained" (unmoved images), "shifted before", "frozen",
     "updated"} (moved images).
     """
-    from .data import digits
-    from .models import TinyCNN
-    from .train import accuracy, set_seed, train_classifier
 
     def moved(images):
         return torch.roll(images, shifts=(shift, shift), dims=(2, 3))

@@ -5,8 +5,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from normlib import bn_theory as bt
-from normlib.train import set_seed
+import normbook.ch08_why_bn_works as bt
+from normbook.common.train import set_seed
 
 
 def batch(n=32, seed=0):

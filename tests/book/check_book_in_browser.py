@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import websocket
 
-HTML = Path(os.environ.get("BOOK_HTML", Path(__file__).resolve().parent.parent
+HTML = Path(os.environ.get("BOOK_HTML", Path(__file__).resolve().parents[2]
                           / "_build" / "html"))  # BOOK_HTML: check another build
 PAGES = sorted(p for p in HTML.rglob("*.html")
                if not p.relative_to(HTML).parts[0].startswith("_"))

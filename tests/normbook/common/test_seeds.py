@@ -1,7 +1,7 @@
 """normlib.seeds: one base in NORMBOOK_SEED moves every seed of a chapter."""
 import pytest
 
-from normlib.seeds import STRIDE, book_seed, book_seeds, seed_base
+from normbook.common.seeds import STRIDE, book_seed, book_seeds, seed_base
 
 
 def test_base_zero_is_the_book_draw(monkeypatch):

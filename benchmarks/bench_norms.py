@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "normlib"))
 from norm_cases import MODULES, make, precision_errors  # noqa: E402
 
 import normlib.nn as ours  # noqa: E402
-from normlib.costs import forward_backward, time_interleaved  # noqa: E402
+from normbook.common.timing import forward_backward, time_interleaved  # noqa: E402
 
 
 def time_pair(name, repeats=30):

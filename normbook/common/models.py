@@ -9,9 +9,8 @@ import math
 import torch
 from torch import nn
 
-from . import functional as F
-from ._autograd import normalize
-from .nn import BatchNorm1d, BatchNorm2d, DyT, GroupNorm, LayerNorm, RMSNorm, SequenceBatchNorm
+from normlib.nn import (BatchNorm1d, BatchNorm2d, DyT, GroupNorm, ImageRMSNorm, LayerNorm, RMSNorm,
+                        SequenceBatchNorm)
 
 NORMS = ("bn", "ln", "rms", "gn", "none")
 SEQUENCE_NORMS = NORMS + ("dyt",)   # DyT (no statistics) is built for (B, T, C) only
@@ -46,27 +45,6 @@ class TokenGroupNorm(nn.Module):
         return self.norm(x.reshape(B * T, C)).reshape(B, T, C)  # every token is a "sample" of GroupNorm
 
 
-class ImageRMSNorm(nn.Module):
-    """RMSNorm for images: each sample divided by its root mean square over (C, H, W), then a per-channel weight.
-
-    It is `GroupNorm(1, C)` (the image LayerNorm) without the mean and without the bias.
-    """
-
-    def __init__(self, channels, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-
-    def _norm(self, x, weight, bias):
-        C = x.shape[1]
-        y, cache = F.normalize(x, (1, 2, 3), weight.reshape(1, C, 1, 1), None, self.eps, center=False)
-        cache["param_shape"] = (C,)                            # the gradient of weight comes back as (C,)
-        return y, cache
-
-    def forward(self, x, pad_mask=None):
-        return normalize(x, self.weight, None, self._norm)
-
-
 def make_norm(kind, channels, layout, bn_mask=True):
     """A norm module of `kind` (one of NORMS) for layout "image" (N, C, H, W), "vector" (N, C) or "sequence" (B, T, C).
 
@@ -79,7 +57,7 @@ def make_norm(kind, channels, layout, bn_mask=True):
         made = {"bn": lambda: IgnoreMask(BatchNorm2d(channels)),
                 "ln": lambda: IgnoreMask(GroupNorm(1, channels)),   # LayerNorm over (C, H, W) of each sample
                 "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels), channels)),
-                "rms": lambda: ImageRMSNorm(channels),
+                "rms": lambda: IgnoreMask(ImageRMSNorm(channels)),
                 "none": lambda: IgnoreMask(nn.Identity())}
     elif layout == "vector":
         made = {"bn": lambda: IgnoreMask(BatchNorm1d(channels)),

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from normlib.ensemble import Ensemble
-from normlib.experiments import causal_lm, char_lm_data
-from normlib.models import SelfAttention, TinyTransformer, make_norm
-from normlib.modern import attention_logits, layer_norm_curves, time_forward_backward
+from normbook.common.ensemble import Ensemble
+from normbook.common.charlm import causal_lm, char_lm_data
+from normbook.common.models import SelfAttention, TinyTransformer, make_norm
+from normbook.ch09_norms_in_transformers import attention_logits, layer_norm_curves, time_forward_backward
 from normlib.nn import DyT, LayerNorm, RMSNorm
 
 SHAPE = dict(d_model=16, n_heads=2, n_layers=2)
@@ -137,8 +137,9 @@ def test_layer_norm_curves_and_timing():
 
 
 def test_stream_sizes_of_a_fresh_model_are_stream_growth():
-    from normlib.experiments import stream_growth
-    from normlib.modern import stream_sizes, trained_probe
+    from normbook.common.charlm import stream_growth
+    from normbook.common.charlm import stream_sizes
+    from normbook.ch09_norms_in_transformers import trained_probe
     train, _, vocab = char_lm_data(16)
     model = causal_lm(vocab, 16, 3, n_layers=3, d_model=16, n_heads=2, placement="peri")
     expected = stream_growth(seed=3, n_layers=3, d_model=16, n_heads=2, placement="peri", windows=16)

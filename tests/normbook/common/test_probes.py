@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from normlib import nn as ours
-from normlib.models import TinyCNN, TinyTransformer
-from normlib.stats import (batch_stat_lm_loss, batchnorm_layers, bn_inputs, distances, frozen_distances,
+from normbook.common.models import TinyCNN, TinyTransformer
+from normbook.common.probes import (batch_stat_lm_loss, batchnorm_layers, bn_inputs, distances, frozen_distances,
                            noise_floor, watch_batch_stats)
-from normlib.train import lm_loss, set_seed
+from normbook.common.train import lm_loss, set_seed
 
 
 def test_distance_is_zero_when_running_stats_are_the_batch_stats():

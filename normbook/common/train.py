@@ -26,7 +26,7 @@ def _optimizer(model, name, lr):
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
-def _index_stream(n, batch_size, seed, batches):
+def index_stream(n, batch_size, seed, batches):
     """Yield index tensors forever: `batches` cycled, or shuffled epochs of full batches (seeded)."""
     if batches is not None:
         while True:
@@ -140,7 +140,7 @@ def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None, y
     """
     torch.manual_seed(seed)                        # dropout, if any
     opt = _optimizer(model, optimizer, lr)
-    stream = _index_stream(len(x), batch_size, seed, batches)
+    stream = index_stream(len(x), batch_size, seed, batches)
     evals = _eval_steps(steps, eval_every)
     history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_acc_curve": []}
     model.train()
@@ -173,7 +173,7 @@ def train_lm(model, windows, *, steps, batch_size, lr, seed, windows_test=None, 
     """
     torch.manual_seed(seed)
     opt = _optimizer(model, "adam", lr)
-    stream = _index_stream(len(windows), batch_size, seed, None)
+    stream = index_stream(len(windows), batch_size, seed, None)
     evals = _eval_steps(steps, eval_every)
     history = {"step": [], "train_loss": [], "grad_norm": [], "eval_step": [], "test_loss_curve": [],
                "diverged": False}

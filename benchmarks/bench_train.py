@@ -15,7 +15,7 @@ workers / member time: the steps per second if every worker did nothing but
 that arithmetic.  No batching of these models in eager PyTorch gets past it;
 only fewer passes over memory (fused kernels) would.
 
-`python tests/bench_train.py --normlib DIR` times the normlib package in DIR instead
+`python benchmarks/bench_train.py --normlib DIR` times the normlib package in DIR instead
 (e.g. an older checkout, for a before/after comparison).
 """
 import importlib.util
@@ -31,9 +31,9 @@ if "--normlib" in sys.argv:   # load that directory's normlib before anything im
     sys.modules["normlib"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["normlib"])
 
-from normlib.data import char_lm_windows, char_vocab, split, text_corpus
-from normlib.models import TinyTransformer
-from normlib.train import set_seed, train_lm
+from normbook.common.data import char_lm_windows, char_vocab, split, text_corpus
+from normbook.common.models import TinyTransformer
+from normbook.common.train import set_seed, train_lm
 
 CASES = [  # name, TinyTransformer arguments, batch size (windows of 16 characters), members as the chapter has
     ("chapter 6 LM, LayerNorm", dict(d_model=32, n_heads=4, n_layers=2, norm="ln"), 32, 4),    # 4 seeds
@@ -59,7 +59,7 @@ def timed_run(model_args, batch_size, seed=0, steps=STEPS):
 
 def timed_ensemble(model_args, batch_size, members=10, steps=STEPS):
     """Seconds for `steps` optimizer steps of an ensemble of `members` causal LMs."""
-    from normlib.ensemble import train_lm_ensemble
+    from normbook.common.ensemble import train_lm_ensemble
     text = text_corpus()
     stoi, itos = char_vocab(text)
     train, _ = split(char_lm_windows(text, 16, stoi), 0.1, seed=0)
@@ -84,9 +84,9 @@ def main():
     torch.set_num_threads(1)
     run_all = None           # an older normlib (--normlib) has no worker pool: one process only
     if "--normlib" not in sys.argv:
-        from normlib.parallel import default_workers, run_all
-    import normlib.models
-    print(f"normlib from {normlib.models.__file__}")
+        from normbook.common.parallel import default_workers, run_all
+    import normbook.common.models
+    print(f"normlib from {normbook.common.models.__file__}")
     print(f"torch {torch.__version__}, 1 thread per process, {STEPS} steps per run")
     print(f"{'model':27s} {'one process':>12s} {'workers':>8s} {'ensembles':>10s} {'member ms':>10s} {'bound':>6s}"
           f"   (steps/s, except member ms)")
