@@ -34,16 +34,6 @@ def test_make_norm_takes_a_mask_and_keeps_shape(kind, layout, shape):
         assert norm(x, pad_mask=torch.zeros(4, 5, dtype=torch.bool)).shape == x.shape
 
 
-def test_image_rms_norm_matches_functional_and_gradchecks():
-    norm = make_norm("rms", 4, "image").double()
-    with torch.no_grad():
-        norm.weight.copy_(torch.rand(4, dtype=torch.float64) + 0.5)
-    x = torch.randn(2, 4, 2, 2, dtype=torch.float64, requires_grad=True)
-    expected = x / x.pow(2).mean((1, 2, 3), keepdim=True).add(1e-5).sqrt() * norm.weight.reshape(1, 4, 1, 1)
-    torch.testing.assert_close(norm(x), expected)
-    assert torch.autograd.gradcheck(lambda x, w: norm(x), (x, norm.weight))
-
-
 def test_image_ln_and_gn_are_group_norms():
     assert make_norm("ln", 32, "image").norm.num_groups == 1
     assert make_norm("gn", 32, "image").norm.num_groups == 8

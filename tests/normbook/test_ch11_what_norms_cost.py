@@ -1,15 +1,16 @@
-"""normlib.costs and normlib.numerics: BatchNorm folding, traffic and memory counts, variance algorithms."""
+"""normbook.ch11_what_norms_cost (costs and numerics): BatchNorm folding, traffic and memory counts, variance algorithms."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import normlib.nn as ours
-from normbook.ch11_what_norms_cost import (PASSES, bandwidth_bound, count_traffic, fold_bn, fold_tiny_cnn, memory_bandwidth,
-                           saved_bytes, time_interleaved)
+from normbook.ch11_what_norms_cost import (
+    PASSES, autocast_dtypes, bandwidth_bound, count_traffic, fold_bn,
+    fold_tiny_cnn, low_precision_layer_norm, memory_bandwidth, offset_rows,
+    one_pass_var, saved_bytes, two_pass_var, variance_errors, welford_var)
 from normbook.common.models import TinyCNN
-from normbook.ch11_what_norms_cost import (autocast_dtypes, low_precision_layer_norm, offset_rows, one_pass_var, two_pass_var,
-                              variance_errors, welford_var)
+from normbook.common.timing import time_interleaved
 
 
 def _trained_bn(library, name, channels, dtype):

@@ -456,3 +456,21 @@ def test_float32_large_offset_stays_close_to_float64(name, offset, std, tol):
     reference = MODULES_F32[name](ours).double()(x.detach().double())
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
     assert (y.double() - reference).abs().max() < tol
+
+
+def test_image_rms_norm_matches_its_formula_and_gradchecks():
+    norm = ours.ImageRMSNorm(4).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(4, dtype=torch.float64) + 0.5)
+    x = torch.randn(2, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    rms = x.pow(2).mean((1, 2, 3), keepdim=True).add(1e-5).sqrt()
+    expected = x / rms * norm.weight.reshape(1, 4, 1, 1)
+    torch.testing.assert_close(norm(x), expected)
+    assert torch.autograd.gradcheck(lambda x, w: norm(x), (x, norm.weight))
+
+
+def test_image_rms_norm_refuses_bad_input():
+    with pytest.raises(ValueError, match="eps"):
+        ours.ImageRMSNorm(4, eps=0)
+    with pytest.raises(ValueError, match="4D"):
+        ours.ImageRMSNorm(4)(torch.randn(2, 4, 3))
