@@ -2,8 +2,8 @@
 
 Run with `make bench`.  "one process" is how the chapters trained before: one run
 after another on one thread.  "workers" runs 4 runs per worker through
-`normlib.parallel.run_all`; "ensembles" trains 2 ensembles per worker
-(`normlib.ensemble`), each with as many members as the chapter's: 4 seeds of a
+`normbook.common.parallel.run_all`; "ensembles" trains 2 ensembles per worker
+(`normbook.common.ensemble`), each with as many members as the chapter's: 4 seeds of a
 norm in chapter 6, 20 runs of a depth and placement in chapter 7.  Both count
 every run's optimizer steps against the wall time, starting the workers
 included, which is what a chapter's time pays for.
@@ -15,24 +15,19 @@ workers / member time: the steps per second if every worker did nothing but
 that arithmetic.  No batching of these models in eager PyTorch gets past it;
 only fewer passes over memory (fused kernels) would.
 
-`python benchmarks/bench_train.py --normlib DIR` times the normlib package in DIR instead
-(e.g. an older checkout, for a before/after comparison).
+The README's "before" column was measured with this script's `--normlib DIR`
+option on a checkout of commit bdff47d; the option went when the lab moved out
+of normlib into normbook (it loaded an older normlib in place of the installed
+one, and the lab no longer lives there).
 """
-import importlib.util
-import sys
 import time
 
 import torch
 
-if "--normlib" in sys.argv:   # load that directory's normlib before anything imports the installed one
-    _where = sys.argv[sys.argv.index("--normlib") + 1] + "/normlib"
-    _spec = importlib.util.spec_from_file_location("normlib", _where + "/__init__.py",
-                                                   submodule_search_locations=[_where])
-    sys.modules["normlib"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["normlib"])
-
 from normbook.common.data import char_lm_windows, char_vocab, split, text_corpus
+from normbook.common.ensemble import train_lm_ensemble
 from normbook.common.models import TinyTransformer
+from normbook.common.parallel import default_workers, run_all
 from normbook.common.train import set_seed, train_lm
 
 CASES = [  # name, TinyTransformer arguments, batch size (windows of 16 characters), members as the chapter has
@@ -59,7 +54,6 @@ def timed_run(model_args, batch_size, seed=0, steps=STEPS):
 
 def timed_ensemble(model_args, batch_size, members=10, steps=STEPS):
     """Seconds for `steps` optimizer steps of an ensemble of `members` causal LMs."""
-    from normbook.common.ensemble import train_lm_ensemble
     text = text_corpus()
     stoi, itos = char_vocab(text)
     train, _ = split(char_lm_windows(text, 16, stoi), 0.1, seed=0)
@@ -82,32 +76,25 @@ def member_cost(model_args, batch_size, small=2, large=12, steps=100):
 
 def main():
     torch.set_num_threads(1)
-    run_all = None           # an older normlib (--normlib) has no worker pool: one process only
-    if "--normlib" not in sys.argv:
-        from normbook.common.parallel import default_workers, run_all
-    import normbook.common.models
-    print(f"normlib from {normbook.common.models.__file__}")
     print(f"torch {torch.__version__}, 1 thread per process, {STEPS} steps per run")
     print(f"{'model':27s} {'one process':>12s} {'workers':>8s} {'ensembles':>10s} {'member ms':>10s} {'bound':>6s}"
           f"   (steps/s, except member ms)")
     for name, model_args, batch_size, members in CASES:
         one = STEPS / timed_run(model_args, batch_size)
         line = f"{name:27s} {one:12.0f}"
-        if run_all is not None:
-            workers = default_workers()
-            configs = [dict(model_args=model_args, batch_size=batch_size, seed=seed)
-                       for seed in range(4 * workers)]
-            start = time.perf_counter()
-            run_all(timed_run, configs, workers)
-            pooled = len(configs) * STEPS / (time.perf_counter() - start)
-            tasks = [dict(model_args=model_args, batch_size=batch_size, members=members)] * (2 * workers)
-            start = time.perf_counter()
-            run_all(timed_ensemble, tasks, workers)
-            ensembles = len(tasks) * members * STEPS / (time.perf_counter() - start)
-            member = member_cost(model_args, batch_size)
-            line += f" {pooled:8.0f} {ensembles:10.0f} {1e3 * member:10.2f} {workers / member:6.0f}"
+        workers = default_workers()
+        configs = [dict(model_args=model_args, batch_size=batch_size, seed=seed)
+                   for seed in range(4 * workers)]
+        start = time.perf_counter()
+        run_all(timed_run, configs, workers)
+        pooled = len(configs) * STEPS / (time.perf_counter() - start)
+        tasks = [dict(model_args=model_args, batch_size=batch_size, members=members)] * (2 * workers)
+        start = time.perf_counter()
+        run_all(timed_ensemble, tasks, workers)
+        ensembles = len(tasks) * members * STEPS / (time.perf_counter() - start)
+        member = member_cost(model_args, batch_size)
+        line += f" {pooled:8.0f} {ensembles:10.0f} {1e3 * member:10.2f} {workers / member:6.0f}"
         print(line)
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

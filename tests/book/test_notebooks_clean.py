@@ -27,7 +27,7 @@ def test_notebook_is_clean_and_titled(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(CHAPTERS)))
-def test_first_code_cell_says_how_to_install_normlib(path, monkeypatch):
+def test_first_code_cell_says_how_to_install_the_packages(path, monkeypatch):
     """A reader who downloads one notebook learns in its first cell what to install."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     first = next(c for c in cells if c["cell_type"] == "code")
