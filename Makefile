@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TEST_SEED ?= 1
 SEEDS     ?= 1 2 3 4
 
-.PHONY: book test robust check-book bench clean
+.PHONY: book test lint robust check-book bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ book: $(STAMP)
 	  $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP)
+lint: $(STAMP)   # 79 columns, pyflakes, pycodestyle, isort: both packages, tests, notebooks
+	$(BIN)/ruff check .
+
+test: lint
 	NORMBOOK_SEED=$(TEST_SEED) ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest
 
 robust: $(STAMP)   # every chapter on each seed base of SEEDS; a table of failed cells

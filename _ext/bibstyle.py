@@ -1,4 +1,5 @@
-"""Bibliography labels in the text's author-year style ("Ba et al., 2016"), not alpha ("BKH16")."""
+"""Bibliography labels in the text's author-year style ("Ba et al., 2016"),
+not alpha ("BKH16")."""
 from pybtex.plugin import register_plugin
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
@@ -15,11 +16,13 @@ def _names(entry):
 
 
 class AuthorYearLabels(BaseLabelStyle):
-    """The label the text's {cite:p} prints, so a reader finds "[Ba et al., 2016]" in the list."""
+    """The label the text's {cite:p} prints, so a reader finds
+    "[Ba et al., 2016]" in the list."""
 
     def format_labels(self, sorted_entries):
         entries = list(sorted_entries)
-        labels = [f"{_names(e)}, {e.fields.get('year', 'n.d.')}" for e in entries]
+        labels = [f"{_names(e)}, {e.fields.get('year', 'n.d.')}"
+                  for e in entries]
         for label in labels:  # same authors, same year: 2016a, 2016b
             if labels.count(label) > 1:
                 raise ValueError(f"two references share the label {label!r}")
@@ -32,6 +35,7 @@ class AuthorYearStyle(UnsrtStyle):
 
 
 def setup(app):
-    register_plugin("pybtex.style.labels", "author_year_labels", AuthorYearLabels)
+    register_plugin("pybtex.style.labels", "author_year_labels",
+                    AuthorYearLabels)
     register_plugin("pybtex.style.formatting", "author_year", AuthorYearStyle)
     return {"parallel_read_safe": True}

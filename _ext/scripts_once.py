@@ -1,11 +1,13 @@
 """Each page loads each script once: sphinx-thebe's and togglebutton's inline
-configuration came twice, and the second `const THEBE_JS_URL` is a console error."""
+configuration came twice, and the second `const THEBE_JS_URL` is a console
+error."""
 
 
 def _drop_repeated_scripts(app, pagename, templatename, context, doctree):
     seen, kept = set(), []
     for script in context.get("script_files", []):
-        key = (str(getattr(script, "filename", script) or ""),  # None and "" alike
+        # None and "" alike
+        key = (str(getattr(script, "filename", script) or ""),
                tuple(sorted(getattr(script, "attributes", {}).items())))
         if key not in seen:
             seen.add(key)

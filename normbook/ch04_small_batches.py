@@ -12,16 +12,23 @@ from normbook.common.probes import precise_bn
 from normbook.common.train import accuracy, batch_stat_accuracy, set_seed
 
 
-def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batch=32):
-    """Train TinyCNN or TinyMLP ("cnn" or "mlp") on the digits at one batch size, one run per seed.
+def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr,
+                   base_batch=32):
+    """Train TinyCNN or TinyMLP ("cnn" or "mlp") on the digits at one batch
+    size, one run per seed.
 
-    As Wu & He (2018) train across batch sizes: a fixed number of epochs, SGD with
-    momentum 0.9 and the linear scaling rule lr = base_lr * batch_size / base_batch
-    (here with a cosine decay to 0).  The seeds train together as one batched model
-    (`normlib.ensemble`).  Returns per seed the test accuracy "ema" (eval mode, running
-    statistics) and, for BatchNorm, "precise" (statistics re-estimated on the training
-    set, `stats.precise_bn`) and "batch" (train mode, test batches of batch_size), and
-    the mean training loss of the last two epochs, "loss_last" and "loss_before" (nan for one epoch).
+    As Wu & He (2018) train across batch sizes: a fixed number of epochs, SGD
+    with momentum 0.9 and the linear scaling rule
+    lr = base_lr * batch_size / base_batch (here with a cosine decay to 0).
+    The seeds train together as one batched model
+    (`normbook.common.ensemble`).  Returns per seed the test accuracy "ema"
+    (eval mode, running statistics) and, for BatchNorm, "precise" (statistics
+    re-estimated on the training set, `normbook.common.probes.precise_bn`) and
+    "batch" (train mode, test batches of batch_size), and the mean training
+    loss of the last two epochs, "loss_last" and "loss_before" (nan for one
+    epoch).
+
+    Shown in chapter 4, "A pocket version of the batch-size experiment".
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
     make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
@@ -31,18 +38,25 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr, base_batc
         nets.append(make(norm))
     steps = epochs * (len(x_train) // batch_size)
     histories, ensemble = train_classifier_ensemble(
-        nets, x_train, y_train, steps=steps, batch_size=batch_size, optimizer="sgd", schedule="cosine",
-        lrs=[base_lr * batch_size / base_batch] * len(seeds), seeds=list(seeds))
+        nets, x_train, y_train, steps=steps, batch_size=batch_size,
+        optimizer="sgd", schedule="cosine",
+        lrs=[base_lr * batch_size / base_batch] * len(seeds),
+        seeds=list(seeds))
     results, per_epoch = [], steps // epochs
     for index, (seed, net) in enumerate(zip(seeds, nets)):
         net = ensemble.member(index, net)
         losses = histories[index]["train_loss"]
         last, before = losses[-per_epoch:], losses[-2 * per_epoch:-per_epoch]
-        result = dict(model=model, norm=norm, batch_size=batch_size, seed=seed, steps=steps,
-                      ema=accuracy(net, x_test, y_test), loss_last=sum(last) / per_epoch,
-                      loss_before=sum(before) / per_epoch if epochs > 1 else math.nan)
+        result = dict(model=model, norm=norm, batch_size=batch_size,
+                      seed=seed, steps=steps,
+                      ema=accuracy(net, x_test, y_test),
+                      loss_last=sum(last) / per_epoch,
+                      loss_before=(sum(before) / per_epoch if epochs > 1
+                                   else math.nan))
         if norm == "bn":
-            result["precise"] = accuracy(precise_bn(net, x_train), x_test, y_test)
-            result["batch"] = batch_stat_accuracy(net, x_test, y_test, batch_size, seed)
+            result["precise"] = accuracy(precise_bn(net, x_train), x_test,
+                                         y_test)
+            result["batch"] = batch_stat_accuracy(net, x_test, y_test,
+                                                  batch_size, seed)
         results.append(result)
     return results

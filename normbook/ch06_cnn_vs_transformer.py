@@ -7,16 +7,20 @@ from normbook.common.models import TinyCNN
 from normbook.common.train import set_seed, train_classifier
 
 
-def cnn_run(*, seed, steps, batch_size, lr, norm, schedule="constant", eval_every=None):
-    """Train TinyCNN(norm) on the digits (fixed split) -> its history (see `train.train_classifier`)."""
+def cnn_run(*, seed, steps, batch_size, lr, norm, schedule="constant",
+            eval_every=None):
+    """Train TinyCNN(norm) on the digits (fixed split) -> its history (see
+    `normbook.common.train.train_classifier`).
+
+    Shown in chapter 6, "The grid".
+    """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
     set_seed(seed)
     model = TinyCNN(norm)
-    history = train_classifier(model, x_train, y_train, x_test=x_test, y_test=y_test, steps=steps,
-                               batch_size=batch_size, lr=lr, seed=seed, schedule=schedule,
-                               eval_every=eval_every)
-    history["settings"] = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, norm=norm,
-                               schedule=schedule)
+    history = train_classifier(model, x_train, y_train, x_test=x_test,
+                               y_test=y_test, steps=steps,
+                               batch_size=batch_size, lr=lr, seed=seed,
+                               schedule=schedule, eval_every=eval_every)
+    history["settings"] = dict(seed=seed, steps=steps, batch_size=batch_size,
+                               lr=lr, norm=norm, schedule=schedule)
     return history
-
-

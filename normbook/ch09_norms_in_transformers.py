@@ -4,26 +4,36 @@ LayerNorm's curves.
 import torch
 
 from normbook.common.charlm import stream_sizes
-from normbook.common.models import SelfAttention
 from normbook.common.timing import forward_backward, time_interleaved
+from normbook.common.transformer import SelfAttention
 from normlib.nn import LayerNorm
 
 
 def time_forward_backward(norms, shape, repeats=30, seed=0):
-    """Median seconds of one forward + backward of each module in `norms` (name -> module) on `shape`.
+    """Median seconds of one forward + backward of each module in `norms`
+    (name -> module) on `shape`.
 
-    The modules take turns in every round (`normbook.common.timing.time_interleaved`), so a machine that slows
-    down slows all of them alike.
+    The modules take turns in every round
+    (`normbook.common.timing.time_interleaved`), so a machine that slows down
+    slows all of them alike.
     """
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), requires_grad=True)
-    grad = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
-    steps = {name: forward_backward(norm, x, grad) for name, norm in norms.items()}
-    return {name: median for name, (best, median) in time_interleaved(steps, repeats=repeats).items()}
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed),
+                    requires_grad=True)
+    grad = torch.randn(*shape,
+                       generator=torch.Generator().manual_seed(seed + 1))
+    steps = {name: forward_backward(norm, x, grad)
+             for name, norm in norms.items()}
+    return {name: median for name, (best, median)
+            in time_interleaved(steps, repeats=repeats).items()}
 
 
 @torch.no_grad()
 def attention_logits(model, windows):
-    """Per block (max attention logit, mean attention entropy in nats) on windows (N, T + 1), eval mode."""
+    """Per block (max attention logit, mean attention entropy in nats) on
+    windows (N, T + 1), eval mode.
+
+    Shown in chapter 9, "QK-norm and attention-logit growth".
+    """
     layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
     for layer in layers:
         layer.record = []
@@ -36,15 +46,21 @@ def attention_logits(model, windows):
 
 @torch.no_grad()
 def layer_norm_curves(model, windows):
-    """For each LayerNorm of `model`: (input, normalized output before the affine step), both (N*T, C) numbers.
+    """For each LayerNorm of `model`: (input, normalized output before the
+    affine step), both (N*T, C) numbers.
 
-    As Zhu et al. (2025, Sec. 3) plot them: x against (x - mean) / std of its own token.
+    As Zhu et al. (2025, Sec. 3) plot them: x against (x - mean) / std of its
+    own token.
+
+    Shown in chapter 9, "DyT: a tanh in place of the norm".
     """
     pairs, hooks = [], []
     for norm in (m for m in model.modules() if isinstance(m, LayerNorm)):
         def keep(module, inputs, output):
-            x = inputs[0].flatten(0, -2).double()                               # tokens, C
-            x_hat = (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + module.eps).sqrt()
+            x = inputs[0].flatten(0, -2).double()               # tokens, C
+            x_hat = ((x - x.mean(-1, keepdim=True))
+                     / (x.var(-1, unbiased=False, keepdim=True)
+                        + module.eps).sqrt())
             pairs.append((x.tolist(), x_hat.tolist()))
         hooks.append(norm.register_forward_hook(keep))
     model.eval()(windows[:, :-1])
@@ -54,7 +70,9 @@ def layer_norm_curves(model, windows):
 
 
 def trained_probe(model, windows):
-    """What chapter 9 reads from a trained model: stream sizes, attention logits, LayerNorm curves (4 windows)."""
+    """What chapter 9 reads from a trained model: stream sizes, attention
+    logits, LayerNorm curves (4 windows)."""
     model.eval()
-    return dict(stream=stream_sizes(model, windows), attention=attention_logits(model, windows),
+    return dict(stream=stream_sizes(model, windows),
+                attention=attention_logits(model, windows),
                 curves=layer_norm_curves(model, windows[:4]))

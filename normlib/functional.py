@@ -15,7 +15,8 @@ run in float64 NumPy for the derivations and gradient checks, and inside the
 `torch.autograd.Function`s of `normlib.nn`.  Forward returns `(y, cache)`;
 backward takes `(dy, cache)` and returns `(dx, dweight, dbias)`.  Nothing
 returned or cached is modified later, and torch's autograd can trace both
-directions (which is how `normlib.nn` differentiates the backward a second time).
+directions (which is how `normlib.nn` differentiates the backward a second
+time).
 
 A few steps go through small helpers (`_steps.py`: `mean_square`,
 `mean_times`, `project_out`, ...): on NumPy arrays, and on tensors autograd
@@ -25,8 +26,18 @@ changes the speed.
 """
 import math
 
-# the steps torch has fused kernels for: each helper is also the plain line of the formula
-from ._steps import holds, masked_mean, mean_square, mean_times, project_out, scale_by, scale_shift, sum_to
+# the steps torch has fused kernels for: each helper is also the plain line
+# of the formula
+from ._steps import (
+    holds,
+    masked_mean,
+    mean_square,
+    mean_times,
+    project_out,
+    scale_by,
+    scale_shift,
+    sum_to,
+)
 
 
 def _check_eps(eps):
@@ -41,30 +52,35 @@ def _count(x, axes, mask):
     return mask.sum(axis=axes, keepdims=True)
 
 
-def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True, mask=None):
+def normalize(x, axes, weight=None, bias=None, eps=1e-5, center=True,
+              mask=None):
     """Normalize x over `axes`, then scale by `weight` and shift by `bias`.
 
-    weight and bias broadcast against x.  center=False skips the mean (RMSNorm).
-    mask (0/1, broadcastable to x) keeps positions out of the statistics; the
-    output there is 0 and so is the gradient.
+    weight and bias broadcast against x.  center=False skips the mean
+    (RMSNorm).  mask (0/1, broadcastable to x) keeps positions out of the
+    statistics; the output there is 0 and so is the gradient.
     """
     _check_eps(eps)
     axes = tuple(a % x.ndim for a in axes)
     count = _count(x, axes, mask)
     mean = masked_mean(x, axes, mask, count) if center else None  # E[x]
-    xc = x - mean if center else x                          # x - E[x]
-    var = mean_square(xc, axes, mask, count)               # E[(x - E[x])^2], two passes: stable
-    rstd = (var + eps) ** -0.5                              # 1 / sqrt(var + eps)
-    xhat = scale_by(xc, rstd, owned=center)                   # (x - E[x]) * rstd
+    xc = x - mean if center else x                      # x - E[x]
+    # E[(x - E[x])^2], two passes: stable
+    var = mean_square(xc, axes, mask, count)
+    rstd = (var + eps) ** -0.5                          # 1 / sqrt(var + eps)
+    xhat = scale_by(xc, rstd, owned=center)             # (x - E[x]) * rstd
     if mask is not None:
-        xhat = xhat * mask                                  # pads contribute nothing downstream
-    y = scale_shift(xhat, weight, bias)                    # weight * xhat + bias, never xhat itself
+        xhat = xhat * mask              # pads contribute nothing downstream
+    # weight * xhat + bias, never xhat itself
+    y = scale_shift(xhat, weight, bias)
     if mask is not None and bias is not None:
         y = y * mask
-    cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes, center=center, mask=mask,
-                 count=count, mean=mean, var=var, eps=eps, x_shape=x.shape,
+    cache = dict(xhat=xhat, rstd=rstd, weight=weight, axes=axes,
+                 center=center, mask=mask, count=count, mean=mean, var=var,
+                 eps=eps, x_shape=x.shape,
                  bias_shape=None if bias is None else bias.shape,
-                 param_shape=next((p.shape for p in (weight, bias) if p is not None), None))
+                 param_shape=next((p.shape for p in (weight, bias)
+                                   if p is not None), None))
     return y, cache
 
 
@@ -126,7 +142,8 @@ def _per_channel(param, ndim, channel_axis, name):
     if param is None:
         return None
     if param.ndim != 1:
-        raise ValueError(f"{name} must be 1-D with one value per channel, got shape {tuple(param.shape)}")
+        raise ValueError(f"{name} must be 1-D with one value per channel, "
+                         f"got shape {tuple(param.shape)}")
     shape = [1] * ndim
     shape[channel_axis] = param.shape[0]
     return param.reshape(shape)
@@ -134,11 +151,13 @@ def _per_channel(param, ndim, channel_axis, name):
 
 def _check_channels(x, channel_axis, weight, bias=None):
     if x.ndim < 2:
-        raise ValueError(f"x must have a batch and a channel axis, got shape {tuple(x.shape)}")
+        raise ValueError(f"x must have a batch and a channel axis, "
+                         f"got shape {tuple(x.shape)}")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape[0] != x.shape[channel_axis]:
             raise ValueError(f"{name} has {p.shape[0]} values but x has "
-                             f"{x.shape[channel_axis]} channels (axis {channel_axis})")
+                             f"{x.shape[channel_axis]} channels "
+                             f"(axis {channel_axis})")
 
 
 def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
@@ -153,16 +172,22 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
     if mask is not None:
         expected = tuple(x.shape[a] for a in axes)
         if tuple(mask.shape) != expected:
-            raise ValueError(f"mask must have shape {expected} (x without its channel axis), "
-                             f"got {tuple(mask.shape)}")
-        mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a] for a in range(x.ndim)))
+            raise ValueError(f"mask must have shape {expected} (x without "
+                             f"its channel axis), got {tuple(mask.shape)}")
+        mask = mask.reshape(tuple(1 if a == channel_axis else x.shape[a]
+                                  for a in range(x.ndim)))
     count = math.prod(x.shape[a] for a in axes) if mask is None else mask.sum()
-    # An empty batch passes, as in torch (its output is empty); an all-padding one would divide 0 by 0
-    if holds(count == 1) or (mask is not None and holds(count == 0)):   # (not checked under vmap)
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
-                         + (" with the padding mask applied" if mask is not None else ""))
-    y, cache = normalize(x, axes, _per_channel(weight, x.ndim, channel_axis, "weight"),
-                         _per_channel(bias, x.ndim, channel_axis, "bias"), eps, mask=mask)
+    # An empty batch passes, as in torch (its output is empty); an
+    # all-padding one would divide 0 by 0 (not checked under vmap)
+    if holds(count == 1) or (mask is not None and holds(count == 0)):
+        raise ValueError(f"Expected more than 1 value per channel when "
+                         f"training, got input size {tuple(x.shape)}"
+                         + (" with the padding mask applied"
+                            if mask is not None else ""))
+    y, cache = normalize(x, axes,
+                         _per_channel(weight, x.ndim, channel_axis, "weight"),
+                         _per_channel(bias, x.ndim, channel_axis, "bias"),
+                         eps, mask=mask)
     cache["param_shape"] = (x.shape[channel_axis],)
     return y, cache
 
@@ -191,30 +216,38 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
 
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5):
-    """InstanceNorm: statistics per sample and channel, over the spatial axes."""
+    """InstanceNorm: statistics per sample and channel, over the spatial
+    axes."""
     _check_channels(x, 1, weight, bias)
     if x.ndim < 3:
-        raise ValueError(f"x must have spatial axes after (N, C), got shape {tuple(x.shape)}")
-    y, cache = normalize(x, tuple(range(2, x.ndim)), _per_channel(weight, x.ndim, 1, "weight"),
+        raise ValueError(f"x must have spatial axes after (N, C), "
+                         f"got shape {tuple(x.shape)}")
+    y, cache = normalize(x, tuple(range(2, x.ndim)),
+                         _per_channel(weight, x.ndim, 1, "weight"),
                          _per_channel(bias, x.ndim, 1, "bias"), eps)
     cache["param_shape"] = (x.shape[1],)
     return y, cache
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
-    """GroupNorm: statistics per sample and group of channels, over the group and space.
+    """GroupNorm: statistics per sample and group of channels, over the
+    group and space.
 
-    The channels are split into groups by a reshape (N, C, *S) -> (N, G, C/G, *S).
+    The channels are split into groups by a reshape
+    (N, C, *S) -> (N, G, C/G, *S).
     """
     _check_channels(x, 1, weight, bias)
     n, c = x.shape[:2]
     if num_groups <= 0 or c % num_groups:
-        raise ValueError(f"num_groups={num_groups} must be positive and divide the {c} channels")
-    grouped = x.reshape((n, num_groups, c // num_groups) + tuple(x.shape[2:]))   # N, G, C/G, *S
+        raise ValueError(f"num_groups={num_groups} must be positive and "
+                         f"divide the {c} channels")
+    # N, G, C/G, *S
+    grouped = x.reshape((n, num_groups, c // num_groups) + tuple(x.shape[2:]))
     param_shape = (1, num_groups, c // num_groups) + (1,) * (x.ndim - 2)
     weight_g = None if weight is None else weight.reshape(param_shape)
     bias_g = None if bias is None else bias.reshape(param_shape)
-    y, cache = normalize(grouped, tuple(range(2, grouped.ndim)), weight_g, bias_g, eps)
+    y, cache = normalize(grouped, tuple(range(2, grouped.ndim)), weight_g,
+                         bias_g, eps)
     cache["x_shape"], cache["param_shape"] = x.shape, (c,)
     return y.reshape(x.shape), cache
 

@@ -1,6 +1,7 @@
 """Run every chapter once per seed base and print which cells failed where.
 
-    python tools/robust.py [--seeds "1 2 3 4"] [--kernels default] [notebooks ...]
+    python tools/robust.py [--seeds "1 2 3 4"] [--kernels default]
+                           [notebooks ...]
 
 Each chapter runs in a fresh kernel (as nbval and the book run it) with
 NORMBOOK_SEED set to the base, so every seed of the chapter moves; two
@@ -27,7 +28,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def failures(notebook):
-    """[(cell index, 'failing line | Error: message')] of an executed notebook."""
+    """[(cell index, 'failing line | Error: message')] of an executed
+    notebook."""
     found = []
     for index, cell in enumerate(notebook["cells"]):
         if "raises-exception" in cell.get("metadata", {}).get("tags", []):
@@ -87,7 +89,8 @@ def run_chapter(path, base, kernels):
     values = glued(notebook)
     unformattable = [("glue", f"{key} = {value!r} is not a plain number: "
                       "glue float(value)")
-                     for key, value in values.items() if isinstance(value, str)]
+                     for key, value in values.items()
+                     if isinstance(value, str)]
     return seconds, failures(notebook) + unformattable, values
 
 
@@ -129,7 +132,8 @@ def main():
             cells = ", ".join(f"cell {cell}" for cell, _ in failed)
             row.append(f"{cells or 'ok'} ({seconds:.0f} s)")
         print(f"| {path.stem} | " + " | ".join(row) + " |")
-    print("\nnumbers the prose quotes (glued), lowest and highest over the bases")
+    print("\nnumbers the prose quotes (glued), lowest and highest over the "
+          "bases")
     for path in notebooks:
         keys = sorted({key for base in args.seeds
                        for key in results[path, base][2]})

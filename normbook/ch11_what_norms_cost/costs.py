@@ -2,8 +2,8 @@
 BatchNorm folded away, and fine-tuning at a small batch.
 
 `memory_bandwidth` and `PASSES` give the bound a norm cannot beat;
-`count_traffic` and `saved_bytes` measure what an implementation reads, writes and
-keeps; `fold_bn` is the formula that removes an eval-mode BatchNorm.
+`count_traffic` and `saved_bytes` measure what an implementation reads, writes
+and keeps; `fold_bn` is the formula that removes an eval-mode BatchNorm.
 """
 import copy
 
@@ -12,52 +12,66 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from normbook.common.data import digits
-from normbook.common.models import TinyCNN, TinyTransformer
-from normbook.common.timing import forward_backward, time_interleaved
+from normbook.common.models import IgnoreMask, TinyCNN
+from normbook.common.timing import time_interleaved
 from normbook.common.train import accuracy, set_seed, train_classifier
+from normbook.common.transformer import TinyTransformer
 from normlib.nn import BatchNorm1d, BatchNorm2d
 
-# ---- memory traffic --------------------------------------------------------------
+# ---- memory traffic ---------------------------------------------------------
 
 
 def memory_bandwidth(megabytes=256, repeats=5):
-    """Bytes per second of `dst.copy_(src)` (read + write) and of `src.sum()` (read), best of `repeats`.
+    """Bytes per second of `dst.copy_(src)` (read + write) and of `src.sum()`
+    (read), best of `repeats`.
 
-    With `megabytes` far above the caches this is the main-memory bandwidth of one thread;
-    with a norm's own size it is what that working set gets.  Returns {"copy": B/s, "sum": B/s}.
+    With `megabytes` far above the caches this is the main-memory bandwidth of
+    one thread; with a norm's own size it is what that working set gets.
+    Returns {"copy": B/s, "sum": B/s}.
     """
     src = torch.randn(megabytes * 2 ** 20 // 4)
     dst = torch.empty_like(src)
     nbytes = src.numel() * src.element_size()
     steps = {"copy": lambda: dst.copy_(src), "sum": lambda: src.sum()}
     best = time_interleaved(steps, repeats=repeats, warmup=1)
-    return {"copy": 2 * nbytes / best["copy"][0], "sum": nbytes / best["sum"][0]}
+    return {"copy": 2 * nbytes / best["copy"][0],
+            "sum": nbytes / best["sum"][0]}
 
 
-# Passes over memory (reads + writes of a tensor of the input's size) of an ideal fused kernel, float32,
-# training mode; derived in chapter 11.  LN, RMSNorm, GN: one sample's (or group's) numbers stay in cache
-# from statistics to output.  BN: a channel's statistics span the whole batch, so x is read twice forward,
-# and backward needs two batch-wide sums before it can write dx.
+# Passes over memory (reads + writes of a tensor of the input's size) of an
+# ideal fused kernel, float32, training mode; derived in chapter 11.  LN,
+# RMSNorm, GN: one sample's (or group's) numbers stay in cache from statistics
+# to output.  BN: a channel's statistics span the whole batch, so x is read
+# twice forward, and backward needs two batch-wide sums before it can write dx.
 PASSES = {  # name: (forward, backward)
-    "BatchNorm2d": (3, 5),   # fwd: read x (sum, sum of squares); read x, write y.  bwd: read dy, x; read dy, x, write dx
-    "LayerNorm": (2, 3),     # fwd: read x, write y.  bwd: read dy, x, write dx
-    "RMSNorm": (2, 3),       # as LayerNorm: dropping the mean saves arithmetic, not a pass
-    "GroupNorm": (2, 3),     # as LayerNorm, per (sample, group)
+    # fwd: read x (sum, sum of squares); read x, write y.
+    # bwd: read dy, x; read dy, x, write dx
+    "BatchNorm2d": (3, 5),
+    # fwd: read x, write y.  bwd: read dy, x, write dx
+    "LayerNorm": (2, 3),
+    # as LayerNorm: dropping the mean saves arithmetic, not a pass
+    "RMSNorm": (2, 3),
+    # as LayerNorm, per (sample, group)
+    "GroupNorm": (2, 3),
 }
 
 
 def bandwidth_bound(name, x, bytes_per_second):
-    """Seconds a forward + backward of norm `name` on x needs at least: passes x bytes / bandwidth."""
-    return sum(PASSES[name]) * x.numel() * x.element_size() / bytes_per_second
+    """Seconds a forward + backward of norm `name` on x needs at least: passes
+    x bytes / bandwidth."""
+    return (sum(PASSES[name]) * x.numel() * x.element_size()
+            / bytes_per_second)
 
 
 def _nbytes(t):
-    """Bytes a tensor really occupies (an expanded view reads its storage once, a slice only its part)."""
+    """Bytes a tensor really occupies (an expanded view reads its storage
+    once, a slice only its part)."""
     return min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
 
 
 class _Traffic(TorchDispatchMode):
-    """Adds up the bytes every aten op reads (tensor arguments) and writes (tensor results); views are free."""
+    """Adds up the bytes every aten op reads (tensor arguments) and writes
+    (tensor results); views are free."""
 
     def __init__(self):
         super().__init__()
@@ -66,9 +80,13 @@ class _Traffic(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if not func.is_view and func not in (torch.ops.aten.detach.default, torch.ops.aten.alias.default):
-            inputs = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if torch.is_tensor(a)]
-            written = [o for o in torch.utils._pytree.tree_leaves(out) if torch.is_tensor(o)]
+        if not func.is_view and func not in (torch.ops.aten.detach.default,
+                                             torch.ops.aten.alias.default):
+            inputs = [
+                a for a in torch.utils._pytree.tree_leaves((args, kwargs))
+                if torch.is_tensor(a)]
+            written = [o for o in torch.utils._pytree.tree_leaves(out)
+                       if torch.is_tensor(o)]
             out_arg = kwargs.get("out")   # an out= buffer is written, not read
             self.read += sum(_nbytes(a) for a in inputs if a is not out_arg)
             self.written += sum(_nbytes(o) for o in written)
@@ -76,10 +94,14 @@ class _Traffic(TorchDispatchMode):
 
 
 def count_traffic(module, x, dy):
-    """Passes over memory that `module`'s ops issue: {"forward": (reads, writes), "backward": (...)}.
+    """Passes over memory that `module`'s ops issue:
+    {"forward": (reads, writes), "backward": (...)}.
 
-    In units of x's size: the bytes every aten op reads and writes, divided by x's bytes.
-    A fused kernel counts its arguments once, whatever it does inside.
+    In units of x's size: the bytes every aten op reads and writes, divided by
+    x's bytes.  A fused kernel counts its arguments once, whatever it does
+    inside.
+
+    Shown in chapter 11, "Passes over memory, and the bandwidth bound".
     """
     x = x.detach().requires_grad_()
     result = {}
@@ -93,13 +115,16 @@ def count_traffic(module, x, dy):
     return result
 
 
-# ---- memory kept for backward --------------------------------------------------------
+# ---- memory kept for backward -----------------------------------------------
 
 
 def saved_bytes(module, x):
-    """Bytes autograd keeps from one forward of `module` on x until the backward, each storage counted once.
+    """Bytes autograd keeps from one forward of `module` on x until the
+    backward, each storage counted once.
 
     Returns (total bytes, list of (shape, dtype) of the kept tensors).
+
+    Shown in chapter 11, "Memory kept for the backward pass".
     """
     x = x.detach().requires_grad_()
     kept = {}
@@ -110,10 +135,11 @@ def saved_bytes(module, x):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         module(x)
-    return sum(n for _, n in kept.values()), [(tuple(t.shape), t.dtype) for t, _ in kept.values()]
+    return (sum(n for _, n in kept.values()),
+            [(tuple(t.shape), t.dtype) for t, _ in kept.values()])
 
 
-# ---- BatchNorm folded into the layer before it -----------------------------------------
+# ---- BatchNorm folded into the layer before it ------------------------------
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm1d, BatchNorm2d)
 
@@ -124,6 +150,8 @@ def fold_bn(layer, bn):
 
     With s = gamma / sqrt(running_var + eps), per output channel:
         W' = s * W,    b' = s * (b - running_mean) + beta.
+
+    Shown in chapter 11, "BatchNorm disappears at inference".
     """
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         raise TypeError("layer must be an nn.Conv2d or nn.Linear, "
@@ -152,47 +180,56 @@ def fold_bn(layer, bn):
 
 
 def fold_tiny_cnn(model):
-    """A copy of an eval-mode `models.TinyCNN(norm="bn")` whose two BatchNorms are folded into the convs."""
-    from normbook.common.models import IgnoreMask
+    """A copy of an eval-mode `normbook.common.models.TinyCNN(norm="bn")`
+    whose two BatchNorms are folded into the convs."""
     folded = copy.deepcopy(model).eval()
     for conv, norm in (("conv1", "norm1"), ("conv2", "norm2")):
-        setattr(folded, conv, fold_bn(getattr(folded, conv), getattr(folded, norm).norm))
+        setattr(folded, conv, fold_bn(getattr(folded, conv),
+                                      getattr(folded, norm).norm))
         setattr(folded, norm, IgnoreMask(nn.Identity()))
     return folded
 
 
-# ---- whole steps --------------------------------------------------------------------------
+# ---- whole steps ------------------------------------------------------------
 
 
-def transformer_step_times(norms=("ln", "rms", "none"), batch_size=16, context=64, d_model=128, n_layers=2,
-                           repeats=15, seed=0):
-    """{norm: (best, median) seconds} of one forward + backward of a causal `models.TinyTransformer` LM.
+def transformer_step_times(norms=("ln", "rms", "none"), batch_size=16,
+                           context=64, d_model=128, n_layers=2, repeats=15,
+                           seed=0):
+    """{norm: (best, median) seconds} of one forward + backward of a causal
+    `TinyTransformer` LM.
 
-    The models take turns in every round; "none" (no norm at all) tells what the norms cost in a step.
+    The models take turns in every round; "none" (no norm at all) tells what
+    the norms cost in a step.
     """
     vocab = 64
-    windows = torch.randint(vocab, (batch_size, context + 1), generator=torch.Generator().manual_seed(seed))
+    windows = torch.randint(vocab, (batch_size, context + 1),
+                            generator=torch.Generator().manual_seed(seed))
     steps = {}
     for norm in norms:
         torch.manual_seed(seed)
-        model = TinyTransformer(vocab, d_model=d_model, n_heads=4, n_layers=n_layers, max_len=context,
-                                norm=norm, causal=True)
+        model = TinyTransformer(vocab, d_model=d_model, n_heads=4,
+                                n_layers=n_layers, max_len=context, norm=norm,
+                                causal=True)
 
         def step(model=model):
             model.zero_grad(set_to_none=True)
-            logits = model(windows[:, :-1])                                    # B, T, vocab
-            nn.functional.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()).backward()
+            logits = model(windows[:, :-1])                      # B, T, vocab
+            nn.functional.cross_entropy(logits.flatten(0, 1),
+                                        windows[:, 1:].flatten()).backward()
         steps[norm] = step
     return time_interleaved(steps, repeats=repeats)
 
 
-def finetune_bn(seed, pretrain_steps=200, finetune_steps=100, finetune_size=200, batch_size=2, lr=1e-3,
-                shift=2):
-    """Pretrain a `models.TinyCNN(norm="bn")` on the digits at batch 64, then fine-tune it at `batch_size`
-    on `finetune_size` training images moved by `shift` pixels (right and down, wrapping round), once
-    with BatchNorm frozen (eval mode: running statistics used and left as they are) and once updating it
-    (train mode).  Returns test accuracies: {"pretrained" (unmoved images), "shifted before", "frozen",
-    "updated"} (moved images).
+def finetune_bn(seed, pretrain_steps=200, finetune_steps=100,
+                finetune_size=200, batch_size=2, lr=1e-3, shift=2):
+    """Pretrain a `normbook.common.models.TinyCNN(norm="bn")` on the digits at
+    batch 64, then fine-tune it at `batch_size` on `finetune_size` training
+    images moved by `shift` pixels (right and down, wrapping round), once with
+    BatchNorm frozen (eval mode: running statistics used and left as they are)
+    and once updating it (train mode).  Returns test accuracies:
+    {"pretrained" (unmoved images), "shifted before", "frozen", "updated"}
+    (moved images).
     """
 
     def moved(images):
@@ -200,10 +237,13 @@ def finetune_bn(seed, pretrain_steps=200, finetune_steps=100, finetune_size=200,
     x, y, x_test, y_test = digits()
     set_seed(seed)
     model = TinyCNN("bn")
-    train_classifier(model, x, y, steps=pretrain_steps, batch_size=64, lr=3e-3, seed=seed)
-    subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:finetune_size]
+    train_classifier(model, x, y, steps=pretrain_steps, batch_size=64,
+                     lr=3e-3, seed=seed)
+    subset = torch.randperm(
+        len(x), generator=torch.Generator().manual_seed(seed))[:finetune_size]
     x_tune, y_tune = moved(x[subset]), y[subset]
-    result = {"pretrained": accuracy(model, x_test, y_test), "shifted before": accuracy(model, moved(x_test), y_test)}
+    result = {"pretrained": accuracy(model, x_test, y_test),
+              "shifted before": accuracy(model, moved(x_test), y_test)}
     for mode in ("frozen", "updated"):
         tuned = copy.deepcopy(model).train()
         if mode == "frozen":
@@ -212,8 +252,10 @@ def finetune_bn(seed, pretrain_steps=200, finetune_steps=100, finetune_size=200,
         optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
         generator = torch.Generator().manual_seed(seed)
         for _ in range(finetune_steps):
-            batch = torch.randint(len(x_tune), (batch_size,), generator=generator)
-            loss = nn.functional.cross_entropy(tuned(x_tune[batch]), y_tune[batch])
+            batch = torch.randint(len(x_tune), (batch_size,),
+                                  generator=generator)
+            loss = nn.functional.cross_entropy(tuned(x_tune[batch]),
+                                               y_tune[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

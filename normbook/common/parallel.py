@@ -1,4 +1,5 @@
-"""Independent training runs in worker processes: a reader with more cores gets the same results sooner.
+"""Independent training runs in worker processes: a reader with more cores
+gets the same results sooner.
 
 Each run seeds itself and uses one torch thread, so its result does not depend
 on which worker ran it, on how many workers there were, or on the order: the
@@ -27,7 +28,8 @@ def _exit_with_parent():
         multiprocessing.connection.wait([parent.sentinel])
         os._exit(1)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    threading.Thread(target=watch, name="exit-with-parent",
+                     daemon=True).start()
 
 
 def _worker_init():
@@ -37,11 +39,13 @@ def _worker_init():
 
 def default_workers():
     """One worker per core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count())
 
 
 def run_all(fn, configs, workers=None):
-    """[fn(**config) for config in configs], the calls spread over `workers` processes.
+    """[fn(**config) for config in configs], the calls spread over `workers`
+    processes.
 
     fn must be importable (defined in a module, not in a notebook), and its
     arguments and result picklable.  workers=1 runs everything in this process.
@@ -52,8 +56,10 @@ def run_all(fn, configs, workers=None):
         return []
     if workers == 1:
         return [fn(**config) for config in configs]
-    # spawn, not fork: a forked Jupyter kernel (threads, open sockets) can hang its children
+    # spawn, not fork: a forked Jupyter kernel (threads, open sockets) can
+    # hang its children
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context,
+                             initializer=_worker_init) as pool:
         futures = [pool.submit(fn, **config) for config in configs]
         return [future.result() for future in futures]

@@ -1,13 +1,17 @@
-"""Measuring BatchNorm's batch statistics against its running statistics, and against pure sampling noise.
+"""Measuring BatchNorm's batch statistics against its running statistics,
+and against pure sampling noise.
 
 Two distances per BN layer, each averaged over the C channels (features):
 
-    d_mu  = mean_c |mu_B,c - running_mean_c| / sqrt(running_var_c)   (in running standard deviations)
-    d_var = mean_c |var_B,c / running_var_c - 1|                     (relative, no unit)
+    d_mu  = mean_c |mu_B,c - running_mean_c| / sqrt(running_var_c)
+            (in running standard deviations)
+    d_var = mean_c |var_B,c / running_var_c - 1|
+            (relative, no unit)
 
-var_B is the unbiased batch variance, the convention of `running_var`.  The yardstick
-`noise_floor(n)` is what both distances would be if the n values behind a statistic were
-independent normal draws and the running estimates knew the true mean and variance.
+var_B is the unbiased batch variance, the convention of `running_var`.  The
+yardstick `noise_floor(n)` is what both distances would be if the n values
+behind a statistic were independent normal draws and the running estimates
+knew the true mean and variance.
 """
 import contextlib
 import copy
@@ -16,14 +20,15 @@ from functools import partial
 import numpy as np
 import torch
 
-from normlib.nn import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
 from normbook.common.train import next_token_loss
+from normlib.nn import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
 
 BATCHNORMS = (BatchNorm1d, BatchNorm2d, SequenceBatchNorm)
 
 
 def batchnorm_layers(model):
-    """Yield (name, module) for every normlib BatchNorm in model; a wrapper's trailing ".norm" is dropped."""
+    """Yield (name, module) for every normlib BatchNorm in model; a wrapper's
+    trailing ".norm" is dropped."""
     for name, module in model.named_modules():
         if isinstance(module, BATCHNORMS):
             yield name.removesuffix(".norm"), module
@@ -33,6 +38,8 @@ def distances(batch_mean, batch_var, mean, var):
     """(d_mu, d_var) of batch statistics (..., C) against a reference (C,).
 
     Both are averaged over all entries.
+
+    Shown in chapter 6, "Watching the batch statistics".
     """
     d_mu = ((batch_mean - mean).abs() / var.sqrt()).mean().item()
     d_var = (batch_var / var - 1).abs().mean().item()
@@ -40,10 +47,12 @@ def distances(batch_mean, batch_var, mean, var):
 
 
 def noise_floor(n):
-    """Expected (d_mu, d_var) from sampling alone: n independent normal values, known mean and variance.
+    """Expected (d_mu, d_var) from sampling alone: n independent normal
+    values, known mean and variance.
 
-    E|mu_B - mu| / sigma = sqrt(2 / (pi n)) and E|var_B / sigma^2 - 1| ~ 2 / sqrt(pi (n - 1)),
-    since a centred normal's mean absolute value is sqrt(2 / pi) times its standard deviation.
+    E|mu_B - mu| / sigma = sqrt(2 / (pi n)) and
+    E|var_B / sigma^2 - 1| ~ 2 / sqrt(pi (n - 1)), since a centred normal's
+    mean absolute value is sqrt(2 / pi) times its standard deviation.
     """
     return np.sqrt(2 / (np.pi * n)), 2 / np.sqrt(np.pi * (n - 1))
 
@@ -56,6 +65,8 @@ def watch_batch_stats(model):
     A forward *pre*-hook compares the batch with the running estimates
     before this batch is folded into them: the estimates eval mode would
     use.  The hooks go when the block exits.
+
+    Shown in chapter 6, "Watching the batch statistics".
     """
     record, handles = {}, []
 
@@ -81,10 +92,12 @@ def watch_batch_stats(model):
 
 @torch.no_grad()
 def bn_inputs(model, x, batch_size):
-    """Every BN layer's input for x, fed batch by batch in train mode through a frozen copy of model.
+    """Every BN layer's input for x, fed batch by batch in train mode through
+    a frozen copy of model.
 
-    Returns {layer name: tensor}, the batches concatenated along the sample axis (len(x), ...).
-    The copy's running statistics move; the model and its weights are untouched.
+    Returns {layer name: tensor}, the batches concatenated along the sample
+    axis (len(x), ...). The copy's running statistics move; the model and its
+    weights are untouched.
     """
     twin, captured = copy.deepcopy(model).train(), {}
 
@@ -92,7 +105,8 @@ def bn_inputs(model, x, batch_size):
         captured.setdefault(name, []).append(inputs[0])
 
     for name, module in batchnorm_layers(twin):
-        module.register_forward_pre_hook(partial(keep, name))   # the copy is dropped, hooks and all
+        # the copy is dropped, hooks and all
+        module.register_forward_pre_hook(partial(keep, name))
     for batch in x.split(batch_size):
         twin(batch)
     return {name: torch.cat(chunks) for name, chunks in captured.items()}
@@ -105,6 +119,8 @@ def frozen_distances(x, channel_axis, batch_size, scatter=False):
     noise alone. scatter=True first shuffles every value over all batches
     (seeded): each batch keeps its count of values per channel but no
     longer holds whole samples. len(x) must be a multiple of batch_size.
+
+    Shown in chapter 6, "Sampling or lag?".
     """
     channels = x.shape[channel_axis]
     values = x.movedim(channel_axis, -1).reshape(-1, channels)  # values, C
@@ -119,12 +135,12 @@ def frozen_distances(x, channel_axis, batch_size, scatter=False):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def batch_stat_lm_loss(model, windows, batch_size):
-    """Mean next-token cross-entropy (nats) of windows (N, T + 1) in train mode: BN uses batch statistics.
+    """Mean next-token cross-entropy (nats) of windows (N, T + 1) in train
+    mode: BN uses batch statistics.
 
-    The mean is over batches of batch_size windows.  Runs on a copy, so the model's running
-    statistics are untouched.  Assumes no dropout.
+    The mean is over batches of batch_size windows.  Runs on a copy, so the
+    model's running statistics are untouched.  Assumes no dropout.
     """
     twin = copy.deepcopy(model).train()
     losses = [next_token_loss(twin, w) for w in windows.split(batch_size)]
@@ -133,21 +149,24 @@ def batch_stat_lm_loss(model, windows, batch_size):
 
 @torch.no_grad()
 def precise_bn(model, x, batch_size=256):
-    """A copy of model whose BatchNorm running statistics are re-estimated on x ("precise BN").
+    """A copy of model whose BatchNorm running statistics are re-estimated on
+    x ("precise BN").
 
-    Wu & Johnson (2021): after training, replace the exponential moving averages with
-    a true average over many samples of the final weights.  Here every BN layer's
-    statistics become the plain average (momentum=None) over batches of batch_size
-    rows of x, taken in train mode with the weights frozen.  Assumes no dropout.
+    Wu & Johnson (2021): after training, replace the exponential moving
+    averages with a true average over many samples of the final weights.
+    Here every BN layer's statistics become the plain average (momentum=None)
+    over batches of batch_size rows of x, taken in train mode with the weights
+    frozen.  Assumes no dropout.
     """
     twin = copy.deepcopy(model).train()
     layers = [layer for _, layer in batchnorm_layers(twin)]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
-        layer.momentum = None                      # a plain average over the batches below
+        layer.momentum = None   # a plain average over the batches below
     full = len(x) - len(x) % batch_size if len(x) >= batch_size else len(x)
-    for batch in x[:full].split(batch_size):       # equal batches: each counts the same
+    # equal batches: each counts the same
+    for batch in x[:full].split(batch_size):
         twin(batch)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum

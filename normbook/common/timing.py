@@ -10,11 +10,12 @@ import torch
 
 
 def time_interleaved(steps, repeats=30, warmup=3):
-    """Seconds per call of each callable in `steps` (name -> fn()), as {name: (best, median)}.
+    """Seconds per call of each callable in `steps` (name -> fn()), as
+    {name: (best, median)}.
 
-    The callables take turns in every round, so a machine that slows down slows them
-    all alike; warm-up rounds are not kept.  Best-of-N is the repeatable figure on a
-    shared machine, the median shows the spread.
+    The callables take turns in every round, so a machine that slows down
+    slows them all alike; warm-up rounds are not kept.  Best-of-N is the
+    repeatable figure on a shared machine, the median shows the spread.
     """
     times = {name: [] for name in steps}
     for round_ in range(warmup + repeats):
@@ -27,7 +28,8 @@ def time_interleaved(steps, repeats=30, warmup=3):
 
 
 def forward_backward(module, x, dy):
-    """A callable running one forward + backward of `module` on x (requires_grad) with upstream dy."""
+    """A callable running one forward + backward of `module` on x
+    (requires_grad) with upstream dy."""
     def step():
         module.zero_grad(set_to_none=True)
         x.grad = None
@@ -38,6 +40,5 @@ def forward_backward(module, x, dy):
 def norm_inputs(shape, seed=0):
     """(x with requires_grad, dy) of `shape`, float32, seeded."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator).requires_grad_(), torch.randn(shape, generator=generator)
-
-
+    return (torch.randn(shape, generator=generator).requires_grad_(),
+            torch.randn(shape, generator=generator))

@@ -1,11 +1,12 @@
-"""The built book in a real browser: every page of _build/html opened in headless Chromium.
+"""The built book in a real browser: every page of _build/html opened in
+headless Chromium.
 
-Run after `make book` with `make check-book` (not part of `make test`, which runs
-before the book exists). Checks, per page: math rendered with no MathJax error,
-every image loaded, every internal link and anchor resolves, no console error,
-and no block of the article scrolls sideways at a laptop's window width;
-no page shows a traceback or a path of the machine that built it.
-Chromium is driven over the DevTools protocol (a websocket on loopback).
+Run after `make book` with `make check-book` (not part of `make test`, which
+runs before the book exists). Checks, per page: math rendered with no MathJax
+error, every image loaded, every internal link and anchor resolves, no
+console error, and no block of the article scrolls sideways at a laptop's
+window width; no page shows a traceback or a path of the machine that built
+it. Chromium is driven over the DevTools protocol (a websocket on loopback).
 """
 import json
 import os
@@ -20,8 +21,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import websocket
 
+# BOOK_HTML: check another build
 HTML = Path(os.environ.get("BOOK_HTML", Path(__file__).resolve().parents[2]
-                          / "_build" / "html"))  # BOOK_HTML: check another build
+                          / "_build" / "html"))
 PAGES = sorted(p for p in HTML.rglob("*.html")
                if not p.relative_to(HTML).parts[0].startswith("_"))
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,7 +37,8 @@ if not PAGES:
     pytest.skip(f"no built book in {HTML}: run `make book` first",
                 allow_module_level=True)
 
-REDIRECT = re.compile(r'http-equiv="refresh" content="\d+;\s*url=([^"]+)"', re.I)
+REDIRECT = re.compile(r'http-equiv="refresh" content="\d+;\s*url=([^"]+)"',
+                      re.I)
 EMPTY = dict(mathjax=False, math=0, untypeset=[], math_errors=[],
              broken_images=[], links=[], scrolls=[])
 
@@ -78,11 +81,13 @@ class DevTools:
 
     def __init__(self):
         self.profile = tempfile.TemporaryDirectory()
-        log = Path(self.profile.name) / "chromium.log"  # a file: a pipe could fill up
+        # a file: a pipe could fill up
+        log = Path(self.profile.name) / "chromium.log"
         self.log = log.open("w")
         self.process = subprocess.Popen(
             [BROWSER, "--headless", "--no-sandbox", "--disable-gpu",
-             "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+             "--remote-debugging-port=0",
+             "--remote-debugging-address=127.0.0.1",
              f"--user-data-dir={self.profile.name}",
              f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=self.log)
@@ -125,7 +130,8 @@ class DevTools:
         return reply
 
     def visit(self, path):
-        """Load one page; return the probe's findings and the console errors."""
+        """Load one page; return the probe's findings and the console
+        errors."""
         redirect = REDIRECT.search(path.read_text(encoding="utf-8"))
         if redirect:  # index.html only forwards to the first page
             target = (path.parent / redirect.group(1)).resolve().as_uri()
@@ -133,9 +139,11 @@ class DevTools:
         self.events = []
         self.call("Page.navigate", session=True, url=path.as_uri())
         deadline = time.monotonic() + PAGE_TIMEOUT
-        while not any(e["method"] == "Page.loadEventFired" for e in self.events):
+        while not any(e["method"] == "Page.loadEventFired"
+                      for e in self.events):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{path.name} did not load in {PAGE_TIMEOUT} s")
+                raise TimeoutError(
+                    f"{path.name} did not load in {PAGE_TIMEOUT} s")
             self.receive()
         result = self.call("Runtime.evaluate", session=True, expression=PROBE,
                            awaitPromise=True, returnByValue=True)

@@ -1,8 +1,8 @@
-"""The fused torch steps of normlib/_steps.py give what the plain formula gives.
+"""normlib._steps: the fused torch steps give what the plain formula gives.
 
-Below `_steps.FUSED_FROM` elements the plain lines run (the other tests use small
-tensors), so here the threshold is moved to 0 and every module is compared with
-itself on the plain path, in float64.
+Below `_steps.FUSED_FROM` elements the plain lines run (the other tests use
+small tensors), so here the threshold is moved to 0 and every module is
+compared with itself on the plain path, in float64.
 """
 import pytest
 import torch
@@ -33,11 +33,14 @@ def outputs(name, args, kwargs, shape, fused_from, monkeypatch):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     y = module(x)
     y.backward(torch.randn_like(y))
-    return [y.detach(), x.grad] + [p.grad for p in module.parameters()] + list(module.buffers())
+    return ([y.detach(), x.grad] + [p.grad for p in module.parameters()]
+            + list(module.buffers()))
 
 
-@pytest.mark.parametrize("name, args, kwargs, shape", CASES, ids=lambda c: str(c))
-def test_fused_steps_equal_the_plain_formula(name, args, kwargs, shape, monkeypatch):
+@pytest.mark.parametrize("name, args, kwargs, shape", CASES,
+                         ids=lambda c: str(c))
+def test_fused_steps_equal_the_plain_formula(name, args, kwargs, shape,
+                                             monkeypatch):
     fused = outputs(name, args, kwargs, shape, 0, monkeypatch)
     plain = outputs(name, args, kwargs, shape, float("inf"), monkeypatch)
     for a, b in zip(fused, plain):

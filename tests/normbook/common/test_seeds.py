@@ -1,4 +1,4 @@
-"""normlib.seeds: one base in NORMBOOK_SEED moves every seed of a chapter."""
+"""normbook.common.seeds: one base in NORMBOOK_SEED moves every seed."""
 import pytest
 
 from normbook.common.seeds import STRIDE, book_seed, book_seeds, seed_base
@@ -20,7 +20,8 @@ def test_another_base_moves_every_seed_to_its_own_range(monkeypatch):
 @pytest.mark.parametrize("raw", ["one", "1.5", "-2"])
 def test_a_bad_base_is_refused_with_its_name(monkeypatch, raw):
     monkeypatch.setenv("NORMBOOK_SEED", raw)
-    with pytest.raises(ValueError, match="NORMBOOK_SEED must be a non-negative integer"):
+    message = "NORMBOOK_SEED must be a non-negative integer"
+    with pytest.raises(ValueError, match=message):
         seed_base()
 
 

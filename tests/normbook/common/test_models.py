@@ -1,0 +1,57 @@
+"""normbook.common.models: shapes, norms, padding masks."""
+import pytest
+import torch
+
+from normbook.common.models import (
+    NORMS,
+    TinyCNN,
+    TinyMLP,
+    make_norm,
+)
+from normbook.common.train import set_seed
+from normlib import nn as ours
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_tiny_cnn_shapes_and_only_normlib_norms(norm):
+    set_seed(0)
+    model = TinyCNN(norm)
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    torch_norms = (torch.nn.BatchNorm2d, torch.nn.LayerNorm,
+                   torch.nn.GroupNorm, torch.nn.RMSNorm)
+    assert not any(isinstance(m, torch_norms) for m in model.modules())
+
+
+def test_tiny_mlp_and_vector_norms():
+    x = torch.randn(5, 1, 8, 8)
+    for norm in ("bn", "ln", "gn", "rms", "none"):
+        assert TinyMLP(norm)(x).shape == (5, 10)
+    with pytest.raises(ValueError, match="layout"):
+        make_norm("bn", 4, "volume")
+
+
+@pytest.mark.parametrize("layout,shape",
+                         [("image", (4, 16, 3, 3)), ("sequence", (4, 5, 16))])
+@pytest.mark.parametrize("kind", NORMS)
+def test_make_norm_takes_a_mask_and_keeps_shape(kind, layout, shape):
+    norm = make_norm(kind, 16, layout)
+    x = torch.randn(shape)
+    assert norm(x).shape == x.shape
+    if layout == "sequence":
+        pad_mask = torch.zeros(4, 5, dtype=torch.bool)
+        assert norm(x, pad_mask=pad_mask).shape == x.shape
+
+
+def test_image_ln_and_gn_are_group_norms():
+    assert make_norm("ln", 32, "image").norm.num_groups == 1
+    assert make_norm("gn", 32, "image").norm.num_groups == 8
+    assert make_norm("gn", 12, "image").norm.num_groups == 6
+    assert isinstance(make_norm("bn", 8, "sequence"), ours.SequenceBatchNorm)
+
+
+def test_dyt_is_a_sequence_norm_that_ignores_the_mask():
+    norm, x = make_norm("dyt", 8, "sequence"), torch.randn(2, 3, 8)
+    torch.testing.assert_close(norm(x, torch.ones(2, 3, dtype=torch.bool)),
+                               norm(x))
+    with pytest.raises(ValueError, match="kind"):
+        make_norm("dyt", 8, "image")
