@@ -29,6 +29,12 @@ class GhostBatchNorm1d(BatchNorm1d):
         self.ghost_size = ghost_size
 
     def forward(self, input):
+        """In training, each block of ghost_size rows normalized by its own
+        statistics; otherwise plain BatchNorm1d.
+
+        Shown in chapter 10, "Per-process statistics ("ghost batches")
+        against SyncBatchNorm".
+        """
         if not self.training or self.ghost_size in (None, input.shape[0]):
             return super().forward(input)
         if input.dim() != 2:

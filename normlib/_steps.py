@@ -11,7 +11,10 @@ import torch
 
 
 def masked_mean(a, axes, mask, count):
-    """Mean over `axes`; with a 0/1 mask, over the positions it selects."""
+    """Mean over `axes`; with a 0/1 mask, over the positions it selects.
+
+    Shown in chapter 5, "Masked BatchNorm: what the mask fixes".
+    """
     if mask is None:
         return a.mean(axis=axes, keepdims=True)
     return (a * mask).sum(axis=axes, keepdims=True) / count

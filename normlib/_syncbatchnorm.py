@@ -15,7 +15,7 @@ from torch.autograd.function import once_differentiable
 
 from ._autograd import compute_dtype
 from ._batchnorm import BatchNorm1d, BatchNorm2d, BatchNormBase
-from .functional import merge_moments
+from ._moments import merge_moments
 
 
 class CollectiveCounter:
@@ -77,6 +77,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
+        """Chapter 2's compact formula for dx, its two per-channel sums taken
+        over every process; dweight and dbias stay this process's share.
+
+        Shown in chapter 10, "The derivation and the module".
+        """
         xhat, rstd, weight = ctx.saved_tensors
         shape = (1, -1) + (1,) * (xhat.ndim - 2)      # per channel
         axes = [0] + list(range(2, xhat.ndim))         # all but the channel

@@ -26,6 +26,8 @@ changes the speed.
 """
 import math
 
+from ._moments import merge_moments
+
 # the steps torch has fused kernels for: each helper is also the plain line
 # of the formula
 from ._steps import (
@@ -39,6 +41,9 @@ from ._steps import (
     sum_to,
 )
 
+__all__ = ["normalize", "normalize_backward", "normalize_backward_graph",
+           "batch_norm", "layer_norm", "rms_norm", "instance_norm",
+           "group_norm", "merge_moments"]
 
 def _check_eps(eps):
     if not eps > 0:
@@ -90,6 +95,9 @@ def normalize_backward(dy, cache):
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
     dxhat = dy * weight, where the means run over the normalized axes (and
     skip masked positions).
+
+    Shown in chapter 2, "The backward pass in closed form", and chapter 3, "The
+    backward pass: Chapter 2's formula, other axes".
     """
     xhat, rstd, weight = cache["xhat"], cache["rstd"], cache["weight"]
     axes, mask, count = cache["axes"], cache["mask"], cache["count"]
@@ -120,6 +128,8 @@ def normalize_backward_graph(dy, cache):
     Derived in chapter 2. Read top to bottom: each line undoes one forward
     step, in reverse order. Unmasked, centered only; it exists to be
     compared with `normalize_backward`.
+
+    Shown in chapter 2, "The backward pass, node by node".
     """
     xhat, rstd, weight = cache["xhat"], cache["rstd"], cache["weight"]
     axes, count = cache["axes"], cache["count"]
@@ -194,7 +204,10 @@ def batch_norm(x, weight=None, bias=None, eps=1e-5, mask=None, channel_axis=1):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5,
                center=True):
-    """LayerNorm: statistics per sample, over the trailing axes."""
+    """LayerNorm: statistics per sample, over the trailing axes.
+
+    Shown in chapter 3, "The forward pass: statistics per sample".
+    """
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
     normalized_shape = tuple(normalized_shape)
@@ -250,24 +263,3 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
                          bias_g, eps)
     cache["x_shape"], cache["param_shape"] = x.shape, (c,)
     return y.reshape(x.shape), cache
-
-
-def merge_moments(counts, means, m2s):
-    """Merge P parts' (count, mean, M2) with Chan et al.'s pairwise update.
-
-    counts (P,), means and m2s (P, C): part p has counts[p] values per
-    channel, their mean and their sum of squared deviations from that mean.
-    A part with count 0 adds nothing.  The correction term is never a
-    difference of two large numbers, so the result is as accurate as the
-    parts' own M2.
-    """
-    count, mean, m2 = counts[0], means[0], m2s[0]
-    for count_b, mean_b, m2_b in zip(counts[1:], means[1:], m2s[1:]):
-        total = count + count_b
-        if total == 0:
-            continue
-        delta = mean_b - mean
-        mean = mean + delta * (count_b / total)
-        m2 = m2 + m2_b + delta ** 2 * (count * count_b / total)
-        count = total
-    return count, mean, m2
