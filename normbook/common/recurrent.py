@@ -1,0 +1,143 @@
+"""A recurrent network with a pluggable norm: the LSTM cell normalized the
+ways Ba et al. (2016) and Cooijmans et al. (2016) normalize it.
+
+`NormLSTM` runs one LSTM layer over (B, T, input_size). Each of its two gate
+projections is normalized on its own, and so is the cell state on its way to
+the output:
+
+    i, f, g, o = N_x(W_x x_t) + N_h(W_h h_{t-1}) + b
+    c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+    h_t = sigmoid(o) * tanh(N_c(c_t))
+
+The recurrence of the cell itself, c_{t-1} -> c_t, is never normalized. The
+norms `N`, all from `normlib.nn`:
+
+- "none": the identity, and the cell is torch.nn.LSTM's (gates i, f, g, o);
+- "ln": LayerNorm over each sample's features, at every step (Ba et al.);
+- "bn": one BatchNorm1d per site, shared by every step: in training each
+  step's batch gives the statistics, in eval one running estimate serves
+  every step;
+- "bn_step": one BatchNorm1d per site and per step (Cooijmans et al.): step
+  t keeps its own running statistics, and a step past the last one built
+  reuses the last one's.
+
+N_x and N_h have no shift of their own: b is the shift. A BatchNorm's scale
+starts at `gamma_init` (0.1, Cooijmans et al.'s choice), LayerNorm's at 1.
+"""
+import torch
+from torch import nn
+
+from normlib.nn import BatchNorm1d, LayerNorm
+
+RNN_NORMS = ("none", "ln", "bn", "bn_step")
+SITES = ("x", "h", "c")   # the input projection, the recurrent one, the cell
+
+
+def _norm(kind, features, shift, gamma_init):
+    norm = (LayerNorm(features, bias=shift) if kind == "ln"
+            else BatchNorm1d(features, bias=shift))
+    if kind != "ln":
+        with torch.no_grad():
+            norm.weight.fill_(gamma_init)
+    return norm
+
+
+class NormLSTM(nn.Module):
+    """One LSTM layer, (B, T, input_size) -> (outputs (B, T, H), last h).
+
+    - `input_size`, `hidden_size`: the features of x_t and of h_t (H).
+    - `norm`: one of RNN_NORMS (see the module's docstring).
+    - `max_steps`: for "bn_step", the steps that get their own statistics;
+      training on a longer sequence is refused.
+    - `gamma_init`: the initial scale of every BatchNorm.
+
+    forward(x, pad_mask=None): pad_mask (B, T) is True at padding; a padded
+    step leaves that sequence's state as it was and stays out of
+    BatchNorm's statistics, so the last h is each sequence's own last step.
+    """
+
+    def __init__(self, input_size, hidden_size, norm="none", max_steps=None,
+                 gamma_init=0.1):
+        super().__init__()
+        if norm not in RNN_NORMS:
+            raise ValueError(f"norm must be one of {RNN_NORMS}, got {norm!r}")
+        if norm == "bn_step" and not max_steps:
+            raise ValueError("norm='bn_step' needs max_steps, the number of "
+                             "steps that get their own statistics")
+        H = self.hidden_size = hidden_size
+        self.kind, self.max_steps = norm, max_steps
+        self.weight_x = nn.Parameter(torch.empty(4 * H, input_size))
+        self.weight_h = nn.Parameter(torch.empty(4 * H, H))
+        self.bias = nn.Parameter(torch.empty(4 * H))
+        for p in (self.weight_x, self.weight_h, self.bias):   # torch's init
+            nn.init.uniform_(p, -H ** -0.5, H ** -0.5)
+        copies = max_steps if norm == "bn_step" else 1
+        for site, features, shift in (("x", 4 * H, False),
+                                      ("h", 4 * H, False), ("c", H, True)):
+            setattr(self, f"norm_{site}", None if norm == "none" else
+                    nn.ModuleList(_norm(norm, features, shift, gamma_init)
+                                  for _ in range(copies)))
+
+    def _normalize(self, site, t, z, pad):
+        """N_site at step t of z (B, features); pad (B,) or None."""
+        if self.kind == "none":
+            return z
+        norms = getattr(self, f"norm_{site}")
+        if self.kind == "bn_step" and t >= len(norms) and self.training:
+            raise ValueError(f"step {t} is past max_steps={len(norms)}: "
+                             "bn_step has no statistics to train there")
+        norm = norms[min(t, len(norms) - 1)]
+        return norm(z) if self.kind == "ln" else norm(z, pad)
+
+    def forward(self, x, pad_mask=None):
+        B, T, _ = x.shape
+        h = c = x.new_zeros(B, self.hidden_size)
+        projected = x @ self.weight_x.T                       # B, T, 4H
+        outputs = []
+        for t in range(T):
+            pad = None if pad_mask is None else pad_mask[:, t]
+            gates = (self._normalize("x", t, projected[:, t], pad)
+                     + self._normalize("h", t, h @ self.weight_h.T, pad)
+                     + self.bias)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(
+                self._normalize("c", t, c_new, pad))
+            if pad is None:
+                h, c = h_new, c_new
+            else:                       # a finished sequence keeps its state
+                keep = pad.unsqueeze(1)
+                h, c = h.where(keep, h_new), c.where(keep, c_new)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), h
+
+
+class LSTMClassifier(nn.Module):
+    """A NormLSTM read by a linear head at its last step:
+    (B, T, input_size) -> (B, num_classes) logits. Arguments as NormLSTM."""
+
+    def __init__(self, input_size, hidden_size, num_classes, norm="none",
+                 max_steps=None, gamma_init=0.1):
+        super().__init__()
+        self.lstm = NormLSTM(input_size, hidden_size, norm, max_steps,
+                             gamma_init)
+        self.head = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x, pad_mask=None):
+        return self.head(self.lstm(x, pad_mask)[1])
+
+
+class LSTMLanguageModel(nn.Module):
+    """Tokens (B, T) -> next-token logits (B, T, vocab_size): an embedding of
+    `d_model` features, a NormLSTM, a linear head at every step."""
+
+    def __init__(self, vocab_size, d_model, hidden_size, norm="none",
+                 max_steps=None, gamma_init=0.1):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.lstm = NormLSTM(d_model, hidden_size, norm, max_steps,
+                             gamma_init)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, tokens, pad_mask=None):
+        return self.head(self.lstm(self.embed(tokens), pad_mask)[0])
