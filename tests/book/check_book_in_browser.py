@@ -4,9 +4,10 @@ headless Chromium.
 Run after `make book` with `make check-book` (not part of `make test`, which
 runs before the book exists). Checks, per page: math rendered with no MathJax
 error, every image loaded, every internal link and anchor resolves, no
-console error, and no block of the article scrolls sideways at a laptop's
-window width; no page shows a traceback or a path of the machine that built
-it. Chromium is driven over the DevTools protocol (a websocket on loopback).
+console error, no block of the article scrolls sideways at a laptop's window
+width, and Chinese text is drawn by a CJK font, not as empty boxes; no page
+shows a traceback or a path of the machine that built it. Chromium is
+driven over the DevTools protocol (a websocket on loopback).
 """
 import json
 import os
@@ -40,7 +41,8 @@ if not PAGES:
 REDIRECT = re.compile(r'http-equiv="refresh" content="\d+;\s*url=([^"]+)"',
                       re.I)
 EMPTY = dict(mathjax=False, math=0, untypeset=[], math_errors=[],
-             broken_images=[], links=[], scrolls=[])
+             broken_images=[], links=[], scrolls=[],
+             cjk=dict(chars="", distinct=0))
 
 # Runs in the page once it has loaded and MathJax has typeset it.
 PROBE = r"""
@@ -71,8 +73,31 @@ PROBE = r"""
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     scrolls: scrolls.map(e => describe(e) + ' ' + e.scrollWidth + '>' +
                          e.clientWidth + ' px'),
+    cjk: glyphs(),
   };
 })()
+"""
+# Part of PROBE: draw each distinct CJK character of the page (up to 40) in
+# the article's font on a canvas. Without a CJK font every one of them is
+# the same empty box, so the number of distinct drawings tells.
+GLYPHS = r"""
+const glyphs = () => {
+  const text = document.body.innerText;
+  const chars = [...new Set(text.match(/[\u3400-\u9fff]/g) || [])]
+                .slice(0, 40);
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 40;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const family = getComputedStyle(
+      document.querySelector('article') || document.body).fontFamily;
+  const drawn = chars.map(c => {
+    ctx.clearRect(0, 0, 40, 40);
+    ctx.font = '32px ' + family;
+    ctx.fillText(c, 2, 34);
+    return Array.from(ctx.getImageData(0, 0, 40, 40).data).join(',');
+  });
+  return {chars: chars.join(''), distinct: new Set(drawn).size};
+};
 """
 
 
@@ -145,7 +170,8 @@ class DevTools:
                 raise TimeoutError(
                     f"{path.name} did not load in {PAGE_TIMEOUT} s")
             self.receive()
-        result = self.call("Runtime.evaluate", session=True, expression=PROBE,
+        result = self.call("Runtime.evaluate", session=True,
+                           expression=GLYPHS + PROBE,
                            awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
@@ -258,3 +284,17 @@ def test_no_traceback_or_build_machine_path(page):
                                    "Traceback (most recent call last)")
              if marker in text]
     assert not found, f"the page shows {found}: print the one-line error"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_chinese_text_renders(visited, page):
+    """Every page's sidebar links the Chinese interview page; its characters
+    must be drawn by a CJK font, not as empty boxes (.ci/run installs
+    fonts-noto-cjk)."""
+    found, _ = visited[page]
+    chars, distinct = found["cjk"]["chars"], found["cjk"]["distinct"]
+    if len(chars) < 2:
+        return
+    assert distinct >= 0.9 * len(chars), (
+        f"{len(chars)} Chinese characters ({chars[:10]}...) are drawn as "
+        f"{distinct} distinct shapes: no CJK font, they show as empty boxes")
