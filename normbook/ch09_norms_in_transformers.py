@@ -4,7 +4,11 @@ LayerNorm's curves.
 import torch
 
 from normbook.common.charlm import stream_sizes
-from normbook.common.timing import forward_backward, time_interleaved
+from normbook.common.timing import (
+    forward_backward,
+    norm_inputs,
+    time_interleaved,
+)
 from normbook.common.transformer import SelfAttention
 from normlib.nn import LayerNorm
 
@@ -17,10 +21,7 @@ def time_forward_backward(norms, shape, repeats=30, seed=0):
     (`normbook.common.timing.time_interleaved`), so a machine that slows down
     slows all of them alike.
     """
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed),
-                    requires_grad=True)
-    grad = torch.randn(*shape,
-                       generator=torch.Generator().manual_seed(seed + 1))
+    x, grad = norm_inputs(shape, seed)
     steps = {name: forward_backward(norm, x, grad)
              for name, norm in norms.items()}
     return {name: median for name, (best, median)

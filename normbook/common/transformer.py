@@ -15,6 +15,17 @@ from normbook.common.models import SEQUENCE_NORMS, make_norm
 
 PLACEMENTS = ("pre", "post", "peri")
 INITS = ("torch", "fan_in")
+QK_NORMS = (None, "ln", "rms")
+
+
+def check_attention(d_model, n_heads, qk_norm):
+    """Refuse heads that do not split d_model evenly, or an unknown qk_norm."""
+    if d_model % n_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by "
+                         f"n_heads={n_heads}")
+    if qk_norm not in QK_NORMS:
+        raise ValueError(f"qk_norm must be one of {QK_NORMS}, "
+                         f"got {qk_norm!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +56,11 @@ class TransformerConfig:
 
     def __post_init__(self):
         for name, allowed in (("norm", SEQUENCE_NORMS),
-                              ("placement", PLACEMENTS), ("init", INITS),
-                              ("qk_norm", (None, "ln", "rms"))):
+                              ("placement", PLACEMENTS), ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible "
-                             f"by n_heads={self.n_heads}")
+        check_attention(self.d_model, self.n_heads, self.qk_norm)
 
 
 class SelfAttention(nn.Module):
@@ -70,12 +78,7 @@ class SelfAttention(nn.Module):
     def __init__(self, d_model, n_heads, causal=False, dropout=0.0,
                  qk_norm=None):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by "
-                             f"n_heads={n_heads}")
-        if qk_norm not in (None, "ln", "rms"):
-            raise ValueError("qk_norm must be None, 'ln' or 'rms', "
-                             f"got {qk_norm!r}")
+        check_attention(d_model, n_heads, qk_norm)
         self.n_heads, self.causal, self.dropout, self.fused = (
             n_heads, causal, dropout, True)
         self.qkv, self.proj = (nn.Linear(d_model, 3 * d_model),

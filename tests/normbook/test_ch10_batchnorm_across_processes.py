@@ -1,14 +1,6 @@
 """normbook.ch10_batchnorm_across_processes: the chapter's multi-rank runs."""
-import pytest
 
 import normbook.ch10_batchnorm_across_processes as ch10
-from normbook.common.distributed import LocalGroup
-
-
-@pytest.fixture(scope="module")
-def group2():
-    with LocalGroup(2, timeout=30) as group:
-        yield group
 
 
 def test_torch_syncbatchnorm_on_cpu_refuses_training_works_in_eval(group2):

@@ -7,23 +7,12 @@ import pytest
 import torch
 
 import normbook.ch10_batchnorm_across_processes as ch10
-from normbook.common.distributed import LocalGroup
 from normlib import nn as nl
 from normlib.nn import SyncBatchNorm
 
 TOL = 1e-12   # float64
 
 
-@pytest.fixture(scope="module")
-def group2():
-    with LocalGroup(2, timeout=30) as group:
-        yield group
-
-
-@pytest.fixture(scope="module")
-def group3():
-    with LocalGroup(3, timeout=30) as group:
-        yield group
 
 
 @pytest.mark.parametrize("shares, tail",

@@ -3,15 +3,10 @@ import pytest
 import torch
 
 import normbook.ch10_batchnorm_across_processes as ch10
-from normbook.common.distributed import LocalGroup, run_on_group
+from normbook.common.distributed import run_on_group
 
 TOL = 1e-12   # float64
 
-
-@pytest.fixture(scope="module")
-def group2():
-    with LocalGroup(2, timeout=30) as group:
-        yield group
 
 
 def test_run_on_group_returns_each_ranks_result():
