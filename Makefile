@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TEST_SEED ?= 1
 SEEDS     ?= 1 2 3 4
 
-.PHONY: book test lint robust check-book bench clean
+.PHONY: book test lint robust check-book pdf bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ robust: $(STAMP)   # every chapter on each seed base of SEEDS; a table of failed
 
 check-book: $(STAMP)   # after make book: every page in headless Chromium
 	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" tests/book/check_book_in_browser.py
+
+pdf: $(STAMP)   # after make book: the whole book as one PDF (_build/html/normbook.pdf), then its checks
+	$(BIN)/python tools/book_pdf.py
+	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" tests/book/check_pdf.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_norms.py
