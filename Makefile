@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TEST_SEED ?= 1
 SEEDS     ?= 1 2 3 4
 
-.PHONY: book test lint robust check-book pdf bench clean
+.PHONY: book test lint robust check-book pdf archive bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ check-book: $(STAMP)   # after make book: every page in headless Chromium
 pdf: $(STAMP)   # after make book: the whole book as one PDF (_build/html/normbook.pdf), then its checks
 	$(BIN)/python tools/book_pdf.py
 	$(BIN)/python -m pytest -o addopts="-p no:cacheprovider" tests/book/check_pdf.py
+
+archive: $(STAMP)   # after make book: every chapter with normlib, the lab and the pins (_build/html/normbook.zip)
+	$(BIN)/python tools/book_archive.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_norms.py
