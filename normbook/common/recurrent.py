@@ -17,11 +17,12 @@ norms `N`, all from `normlib.nn`:
 - "bn": one BatchNorm1d per site, shared by every step: in training each
   step's batch gives the statistics, in eval one running estimate serves
   every step;
-- "bn_step": one BatchNorm1d per site and per step (Cooijmans et al.): step
-  t keeps its own running statistics, and a step past the last one built
-  reuses the last one's.
+- "bn_step": statistics per site and per step, one BatchNorm1d each
+  (Cooijmans et al.): step t keeps its own running statistics, a step past
+  the last one built reuses the last one's, and the scale is shared by all.
 
-N_x and N_h have no shift of their own: b is the shift. A BatchNorm's scale
+Every site has one scale (and N_c one shift) for all steps. N_x and N_h
+have no shift of their own: b is the shift. A BatchNorm's scale
 starts at `gamma_init` (0.1, Cooijmans et al.'s choice), LayerNorm's at 1.
 """
 import torch
@@ -33,13 +34,39 @@ RNN_NORMS = ("none", "ln", "bn", "bn_step")
 SITES = ("x", "h", "c")   # the input projection, the recurrent one, the cell
 
 
-def _norm(kind, features, shift, gamma_init):
-    norm = (LayerNorm(features, bias=shift) if kind == "ln"
-            else BatchNorm1d(features, bias=shift))
-    if kind != "ln":
-        with torch.no_grad():
-            norm.weight.fill_(gamma_init)
-    return norm
+class SiteNorm(nn.Module):
+    """The norm at one site of the cell: its statistics (one set, or one per
+    step for "bn_step"), then one scale (and shift) shared by every step.
+
+    Cooijmans et al. keep statistics per step but not parameters: "we
+    separate *only* the statistics over time and not the gamma and beta
+    parameters" (their footnote 1).
+
+    - `kind`: "ln", "bn" or "bn_step".
+    - `features`: the size of the vector it normalizes.
+    - `shift`: whether it learns a shift (beta, zeros) beside its scale.
+    - `gamma_init`: the scale's initial value.
+    - `copies`: how many sets of statistics ("bn_step": one per step).
+    """
+
+    def __init__(self, kind, features, shift, gamma_init, copies=1):
+        super().__init__()
+        self.kind = kind
+        self.stats = nn.ModuleList(
+            LayerNorm(features, elementwise_affine=False) if kind == "ln"
+            else BatchNorm1d(features, affine=False) for _ in range(copies))
+        self.weight = nn.Parameter(torch.full((features,), gamma_init))
+        self.bias = nn.Parameter(torch.zeros(features)) if shift else None
+
+    def forward(self, z, t, pad=None):
+        """z (B, features) at step t; pad (B,) True at padding, or None."""
+        if self.kind == "bn_step" and t >= len(self.stats) and self.training:
+            raise ValueError(f"step {t} is past max_steps={len(self.stats)}: "
+                             "bn_step has no statistics to train there")
+        norm = self.stats[min(t, len(self.stats) - 1)]
+        zhat = norm(z) if self.kind == "ln" else norm(z, pad)
+        return (zhat * self.weight if self.bias is None
+                else zhat * self.weight + self.bias)
 
 
 class NormLSTM(nn.Module):
@@ -72,44 +99,44 @@ class NormLSTM(nn.Module):
         for p in (self.weight_x, self.weight_h, self.bias):   # torch's init
             nn.init.uniform_(p, -H ** -0.5, H ** -0.5)
         copies = max_steps if norm == "bn_step" else 1
+        scale = 1.0 if norm == "ln" else gamma_init
         for site, features, shift in (("x", 4 * H, False),
                                       ("h", 4 * H, False), ("c", H, True)):
             setattr(self, f"norm_{site}", None if norm == "none" else
-                    nn.ModuleList(_norm(norm, features, shift, gamma_init)
-                                  for _ in range(copies)))
+                    SiteNorm(norm, features, shift, scale, copies))
 
     def _normalize(self, site, t, z, pad):
         """N_site at step t of z (B, features); pad (B,) or None."""
-        if self.kind == "none":
-            return z
-        norms = getattr(self, f"norm_{site}")
-        if self.kind == "bn_step" and t >= len(norms) and self.training:
-            raise ValueError(f"step {t} is past max_steps={len(norms)}: "
-                             "bn_step has no statistics to train there")
-        norm = norms[min(t, len(norms) - 1)]
-        return norm(z) if self.kind == "ln" else norm(z, pad)
+        norm = getattr(self, f"norm_{site}")
+        return z if norm is None else norm(z, t, pad)
+
+    def step(self, x_t, state, t, pad=None):
+        """One step: x_t (B, input_size), state (h, c) or None at the start,
+        t the step's index -> the new (h, c). pad (B,) is True where x_t is
+        padding: those sequences keep their state."""
+        if state is None:
+            state = (x_t.new_zeros(len(x_t), self.hidden_size),) * 2
+        h, c = state
+        gates = (self._normalize("x", t, x_t @ self.weight_x.T, pad)
+                 + self._normalize("h", t, h @ self.weight_h.T, pad)
+                 + self.bias)                                   # B, 4H
+        i, f, g, o = gates.chunk(4, dim=1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(
+            self._normalize("c", t, c_new, pad))
+        if pad is None:
+            return h_new, c_new
+        keep = pad.unsqueeze(1)         # a finished sequence keeps its state
+        return h.where(keep, h_new), c.where(keep, c_new)
 
     def forward(self, x, pad_mask=None):
-        B, T, _ = x.shape
-        h = c = x.new_zeros(B, self.hidden_size)
-        projected = x @ self.weight_x.T                       # B, T, 4H
-        outputs = []
+        B, T, _ = x.shape                   # batch, steps, input features
+        state, outputs = None, []
         for t in range(T):
             pad = None if pad_mask is None else pad_mask[:, t]
-            gates = (self._normalize("x", t, projected[:, t], pad)
-                     + self._normalize("h", t, h @ self.weight_h.T, pad)
-                     + self.bias)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(
-                self._normalize("c", t, c_new, pad))
-            if pad is None:
-                h, c = h_new, c_new
-            else:                       # a finished sequence keeps its state
-                keep = pad.unsqueeze(1)
-                h, c = h.where(keep, h_new), c.where(keep, c_new)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), h
+            state = self.step(x[:, t], state, t, pad)
+            outputs.append(state[0])
+        return torch.stack(outputs, dim=1), state[0]
 
 
 class LSTMClassifier(nn.Module):
@@ -141,3 +168,9 @@ class LSTMLanguageModel(nn.Module):
 
     def forward(self, tokens, pad_mask=None):
         return self.head(self.lstm(self.embed(tokens), pad_mask)[0])
+
+    def step(self, token, state, t):
+        """Streaming: one token per sequence, token (B,) at step t, state as
+        NormLSTM.step's -> (next-token logits (B, vocab_size), state)."""
+        state = self.lstm.step(self.embed(token), state, t)
+        return self.head(state[0]), state

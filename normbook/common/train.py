@@ -171,15 +171,15 @@ def grad_norms_per_layer(model):
 def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None,
                      y_test=None, optimizer="adam", warmup_steps=0,
                      schedule="constant", eval_every=None, batches=None,
-                     pad_mask=None, pad_mask_test=None):
+                     pad_mask=None, pad_mask_test=None, clip=None):
     """Train with cross-entropy on (x, y); x is images (N, 1, 8, 8) or tokens
     (N, T) with pad_mask (N, T).
 
     schedule: "constant" or "cosine" (decay to 0 at the last step), after
     warmup_steps of linear warm-up. Returns a history dict: per step "step",
-    "train_loss", "grad_norm"; every eval_every steps "eval_step" and
-    "test_acc_curve"; and the final eval-mode accuracy "test_acc" (None
-    without a test set).
+    "train_loss", "grad_norm" (before clipping to `clip`, if given); every
+    eval_every steps "eval_step" and "test_acc_curve"; and the final
+    eval-mode accuracy "test_acc" (None without a test set).
     """
     torch.manual_seed(seed)                        # dropout, if any
     opt = _optimizer(model, optimizer, lr)
@@ -196,6 +196,8 @@ def train_classifier(model, x, y, *, steps, batch_size, lr, seed, x_test=None,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         history["grad_norm"].append(_total_grad_norm(model))
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         _record(history, step, loss, "test_acc_curve",
                 step in evals and x_test is not None,

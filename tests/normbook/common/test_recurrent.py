@@ -33,17 +33,17 @@ def test_layer_norm_lstm_treats_each_sequence_alone():
     x = torch.randn(4, 6, 3, dtype=F64)
     alone = torch.cat([lstm(x[b:b + 1])[0] for b in range(4)])
     torch.testing.assert_close(lstm(x)[0], alone)
-    assert lstm.norm_x[0].bias is None and lstm.norm_c[0].bias is not None
-    assert torch.equal(lstm.norm_x[0].weight, torch.ones(20, dtype=F64))
+    assert lstm.norm_x.bias is None and lstm.norm_c.bias is not None
+    assert torch.equal(lstm.norm_x.weight, torch.ones(20, dtype=F64))
 
 
 def test_shared_bn_is_one_module_per_site_called_at_every_step():
     lstm = NormLSTM(3, 5, "bn")
     lstm(torch.randn(8, 6, 3))
     for site in ("x", "h", "c"):
-        norms = getattr(lstm, f"norm_{site}")
+        norms = getattr(lstm, f"norm_{site}").stats
         assert len(norms) == 1 and int(norms[0].num_batches_tracked) == 6
-    assert torch.equal(lstm.norm_h[0].weight, torch.full((20,), 0.1))
+    assert torch.equal(lstm.norm_h.weight, torch.full((20,), 0.1))
 
 
 def test_per_step_bn_keeps_a_statistic_per_step_and_reuses_the_last():
@@ -51,9 +51,12 @@ def test_per_step_bn_keeps_a_statistic_per_step_and_reuses_the_last():
     lstm = NormLSTM(3, 5, "bn_step", max_steps=4)
     x = torch.randn(8, 4, 3) + torch.arange(4.0).view(1, 4, 1)  # steps differ
     lstm(x)
-    means = torch.stack([norm.running_mean for norm in lstm.norm_x])
-    assert len(lstm.norm_x) == 4 and means.std(0).max() > 0.01
-    assert all(int(norm.num_batches_tracked) == 1 for norm in lstm.norm_x)
+    means = torch.stack([norm.running_mean for norm in lstm.norm_x.stats])
+    assert len(lstm.norm_x.stats) == 4 and means.std(0).max() > 0.01
+    assert all(int(norm.num_batches_tracked) == 1
+               for norm in lstm.norm_x.stats)
+    # statistics per step, but one scale for all steps (Cooijmans et al.)
+    assert lstm.norm_x.weight.shape == (20,)
     lstm.eval()
     longer = torch.cat([x, x[:, -1:].expand(8, 3, 3)], dim=1)  # 7 steps
     assert lstm(longer)[0].shape == (8, 7, 5)
