@@ -1,4 +1,4 @@
-"""What kernel fusion (torch.compile) would buy the chapter 6 ensemble, and
+"""What kernel fusion (torch.compile) would buy the chapter 7 ensemble, and
 what it costs.
 
 `python benchmarks/bench_compile.py` (about a minute; not part of
@@ -6,7 +6,7 @@ what it costs.
 
 normlib's norms do not compile under vmap (dynamo cannot trace their
 autograd.Function with its non-tensor arguments, and falls back to eager), so
-this measures an upper bound: the chapter 6 LayerNorm ensemble (10 members,
+this measures an upper bound: the chapter 7 LayerNorm ensemble (10 members,
 batch 32) with torch.nn.LayerNorm swapped in, eager and compiled, on one
 thread.  It prints member steps per second, the compile time (paid once per
 model configuration, in every worker), and the break-even: how many member

@@ -3,7 +3,7 @@ float32 on CPU, side by side.
 
 Run with `make bench`.  Each pair is timed alternately in the same process,
 with the same input and gradient, at one thread and at two
-(`normbook.common.timing.time_interleaved`, the loop chapter 11 times with).
+(`normbook.common.timing.time_interleaved`, the loop chapter 12 times with).
 The ratio uses the best of 30 steps of each: on this virtual machine every
 fresh full-size tensor costs page faults whose price swings from run to run,
 so medians wander by 2x while the best times are repeatable.  The median ratio

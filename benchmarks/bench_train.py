@@ -5,7 +5,7 @@ Run with `make bench`.  "one process" is how the chapters trained before: one
 run after another on one thread.  "workers" runs 4 runs per worker through
 `normbook.common.parallel.run_all`; "ensembles" trains 2 ensembles per worker
 (`normbook.common.ensemble`), each with as many members as the chapter's: 4
-seeds of a norm in chapter 6, 20 runs of a depth and placement in chapter 7.
+seeds of a norm in chapter 7, 20 runs of a depth and placement in chapter 8.
 Both count every run's optimizer steps against the wall time, starting the
 workers included, which is what a chapter's time pays for.
 
@@ -39,13 +39,13 @@ from normbook.common.transformer import TinyTransformer
 # name, TinyTransformer arguments, batch size (windows of 16 characters),
 # members as the chapter has
 CASES = [
-    ("chapter 6 LM, LayerNorm",           # 4 seeds
+    ("chapter 7 LM, LayerNorm",           # 4 seeds
      dict(d_model=32, n_heads=4, n_layers=2, norm="ln"), 32, 4),
-    ("chapter 6 LM, BatchNorm",
+    ("chapter 7 LM, BatchNorm",
      dict(d_model=32, n_heads=4, n_layers=2, norm="bn"), 32, 4),
-    ("chapter 7 sweep, 2 blocks",         # 5 rates x 2 seeds x 2 warm-ups
+    ("chapter 8 sweep, 2 blocks",         # 5 rates x 2 seeds x 2 warm-ups
      dict(d_model=32, n_heads=2, n_layers=2), 16, 20),
-    ("chapter 7 sweep, 6 blocks",
+    ("chapter 8 sweep, 6 blocks",
      dict(d_model=32, n_heads=2, n_layers=6), 16, 20),
 ]
 STEPS = 300

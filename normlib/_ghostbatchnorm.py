@@ -32,7 +32,7 @@ class GhostBatchNorm1d(BatchNorm1d):
         """In training, each block of ghost_size rows normalized by its own
         statistics; otherwise plain BatchNorm1d.
 
-        Shown in chapter 10, "Per-process statistics ("ghost batches")
+        Shown in chapter 11, "Per-process statistics ("ghost batches")
         against SyncBatchNorm".
         """
         if not self.training or self.ghost_size in (None, input.shape[0]):

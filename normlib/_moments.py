@@ -15,7 +15,7 @@ def merge_moments(counts, means, m2s):
     difference of two large numbers, so the result is as accurate as the
     parts' own M2.
 
-    Shown in chapter 10, "The derivation and the module".
+    Shown in chapter 11, "The derivation and the module".
     """
     count, mean, m2 = counts[0], means[0], m2s[0]
     for count_b, mean_b, m2_b in zip(counts[1:], means[1:], m2s[1:]):

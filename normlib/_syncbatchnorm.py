@@ -80,7 +80,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         """Chapter 2's compact formula for dx, its two per-channel sums taken
         over every process; dweight and dbias stay this process's share.
 
-        Shown in chapter 10, "The derivation and the module".
+        Shown in chapter 11, "The derivation and the module".
         """
         xhat, rstd, weight = ctx.saved_tensors
         shape = (1, -1) + (1,) * (xhat.ndim - 2)      # per channel

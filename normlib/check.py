@@ -127,6 +127,6 @@ def merge_shares(fn):
     share's number of rows, means and variances (P, C) its statistics per
     channel, the variance biased (divided by the count), as the result.
 
-    Shown in chapter 10, "Exercises in code".
+    Shown in chapter 11, "Exercises in code".
     """
     return run(fn, MERGE_SHARES)

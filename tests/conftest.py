@@ -1,6 +1,6 @@
 """Shared pytest setup: one torch thread per worker (tiny tensors;
 pytest-xdist already uses the cores), and the gloo process groups that the
-SyncBatchNorm, distributed and chapter 10 tests run on."""
+SyncBatchNorm, distributed and chapter 11 tests run on."""
 import pytest
 import torch
 

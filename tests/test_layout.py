@@ -35,7 +35,7 @@ def imports(tree, here):
 
 
 def chapter_of(module):
-    """'normbook.ch08_why_bn_works' for a chapter's module (or package)."""
+    """'normbook.ch09_why_bn_works' for a chapter's module (or package)."""
     parts = module.split(".")
     if len(parts) > 1 and parts[0] == "normbook" and parts[1][:2] == "ch":
         return ".".join(parts[:2])

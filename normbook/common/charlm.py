@@ -1,4 +1,4 @@
-"""The character-level language model task of chapters 6, 7 and 9.
+"""The character-level language model task of chapters 7, 8 and 10.
 
 The pydoc text as windows (`char_lm_data`), its unigram and bigram
 baselines, a causal TinyTransformer, and one training run (`lm_run`) or many

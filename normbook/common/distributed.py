@@ -1,10 +1,10 @@
 """A torch.distributed process group on this machine (gloo, loopback), and
 running a function on each rank.
 
-Chapter 10 and its tests start their processes here.  The processes are
+Chapter 11 and its tests start their processes here.  The processes are
 spawned (not forked: a forked Jupyter kernel can hang its children), so the
 function they run must be importable: defined in a module such as
-`normbook.ch10_batchnorm_across_processes`, not in a notebook.  Every wait
+`normbook.ch11_batchnorm_across_processes`, not in a notebook.  Every wait
 is bounded: the group's collectives time out after `timeout` seconds, and so
 does the wait for each rank's result, so a hang ends in a clear error, not a
 stuck run.

@@ -39,7 +39,7 @@ def distances(batch_mean, batch_var, mean, var):
 
     Both are averaged over all entries.
 
-    Shown in chapter 6, "Watching the batch statistics".
+    Shown in chapter 7, "Watching the batch statistics".
     """
     d_mu = ((batch_mean - mean).abs() / var.sqrt()).mean().item()
     d_var = (batch_var / var - 1).abs().mean().item()
@@ -66,7 +66,7 @@ def watch_batch_stats(model):
     before this batch is folded into them: the estimates eval mode would
     use.  The hooks go when the block exits.
 
-    Shown in chapter 6, "Watching the batch statistics".
+    Shown in chapter 7, "Watching the batch statistics".
     """
     record, handles = {}, []
 
@@ -120,7 +120,7 @@ def frozen_distances(x, channel_axis, batch_size, scatter=False):
     (seeded): each batch keeps its count of values per channel but no
     longer holds whole samples. len(x) must be a multiple of batch_size.
 
-    Shown in chapter 6, "Sampling or lag?".
+    Shown in chapter 7, "Sampling or lag?".
     """
     channels = x.shape[channel_axis]
     values = x.movedim(channel_axis, -1).reshape(-1, channels)  # values, C

@@ -1,6 +1,6 @@
 """Timing: the book's timing loop and one forward + backward as a callable.
 
-Chapters 9 and 11 and the benchmarks (`benchmarks/bench_norms.py`) time norms
+Chapters 10 and 12 and the benchmarks (`benchmarks/bench_norms.py`) time norms
 with these.
 """
 import statistics

@@ -6,7 +6,7 @@ starting a process costs seconds.
 import pytest
 import torch
 
-import normbook.ch10_batchnorm_across_processes as ch10
+import normbook.ch11_batchnorm_across_processes as ch10
 from normlib import nn as nl
 from normlib.nn import SyncBatchNorm
 

@@ -45,7 +45,7 @@ def test_unknown_init_is_refused():
 
 
 def test_stream_sizes_of_a_fresh_model_are_stream_growth():
-    from normbook.ch09_norms_in_transformers import trained_probe
+    from normbook.ch10_norms_in_transformers import trained_probe
     from normbook.common.charlm import stream_growth, stream_sizes
     train, _, vocab = char_lm_data(16)
     model = causal_lm(vocab, 16, 3, n_layers=3, d_model=16, n_heads=2,

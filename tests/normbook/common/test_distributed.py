@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import normbook.ch10_batchnorm_across_processes as ch10
+import normbook.ch11_batchnorm_across_processes as ch10
 from normbook.common.distributed import run_on_group
 
 TOL = 1e-12   # float64

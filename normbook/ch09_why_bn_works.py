@@ -1,4 +1,4 @@
-"""Chapter 8's tests of why BatchNorm helps: a deep MLP and Santurkar's,
+"""Chapter 9's tests of why BatchNorm helps: a deep MLP and Santurkar's,
 Bjorck's and Yang's measurements."""
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ def ics(model, x, y, lr, layers):
     layers].  Uses the same batch throughout; BatchNorm's running statistics
     are left untouched.
 
-    Shown in chapter 8, "Internal covariate shift, measured".
+    Shown in chapter 9, "Internal covariate shift, measured".
     """
     params = dict(model.named_parameters())
     buffers = {name: b.clone() for name, b in model.named_buffers()}
@@ -124,7 +124,7 @@ def smoothness(model, x, y, step_sizes):
     max ||grad(w - s g) - g||, effective beta:
     max ||grad(w - s g) - g|| / ||s g||).
 
-    Shown in chapter 8, "Smoothness along the gradient".
+    Shown in chapter 9, "Smoothness along the gradient".
     """
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     params = dict(model.named_parameters())

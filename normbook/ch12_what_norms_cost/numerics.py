@@ -1,4 +1,4 @@
-"""Chapter 11, "What norms cost": a norm's numerics, three ways to compute a
+"""Chapter 12, "What norms cost": a norm's numerics, three ways to compute a
 variance in float32, and norms in bfloat16.
 
 The variance algorithms work on the rows of a 2-D array, in the array's own

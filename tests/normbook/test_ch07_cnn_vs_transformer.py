@@ -1,5 +1,5 @@
-"""normbook.ch06_cnn_vs_transformer: the CNN run of the comparison."""
-from normbook.ch06_cnn_vs_transformer import cnn_run
+"""normbook.ch07_cnn_vs_transformer: the CNN run of the comparison."""
+from normbook.ch07_cnn_vs_transformer import cnn_run
 
 
 def test_cnn_run_with_a_cosine_schedule_learns():

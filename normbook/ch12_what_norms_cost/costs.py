@@ -1,4 +1,4 @@
-"""Chapter 11, "What norms cost": memory traffic, memory kept for backward,
+"""Chapter 12, "What norms cost": memory traffic, memory kept for backward,
 BatchNorm folded away, and fine-tuning at a small batch.
 
 `memory_bandwidth` and `PASSES` give the bound a norm cannot beat;
@@ -39,7 +39,7 @@ def memory_bandwidth(megabytes=256, repeats=5):
 
 
 # Passes over memory (reads + writes of a tensor of the input's size) of an
-# ideal fused kernel, float32, training mode; derived in chapter 11.  LN,
+# ideal fused kernel, float32, training mode; derived in chapter 12.  LN,
 # RMSNorm, GN: one sample's (or group's) numbers stay in cache from statistics
 # to output.  BN: a channel's statistics span the whole batch, so x is read
 # twice forward, and backward needs two batch-wide sums before it can write dx.
@@ -101,7 +101,7 @@ def count_traffic(module, x, dy):
     x's bytes.  A fused kernel counts its arguments once, whatever it does
     inside.
 
-    Shown in chapter 11, "Passes over memory, and the bandwidth bound".
+    Shown in chapter 12, "Passes over memory, and the bandwidth bound".
     """
     x = x.detach().requires_grad_()
     result = {}
@@ -124,7 +124,7 @@ def saved_bytes(module, x):
 
     Returns (total bytes, list of (shape, dtype) of the kept tensors).
 
-    Shown in chapter 11, "Memory kept for the backward pass".
+    Shown in chapter 12, "Memory kept for the backward pass".
     """
     x = x.detach().requires_grad_()
     kept = {}
@@ -151,7 +151,7 @@ def fold_bn(layer, bn):
     With s = gamma / sqrt(running_var + eps), per output channel:
         W' = s * W,    b' = s * (b - running_mean) + beta.
 
-    Shown in chapter 11, "BatchNorm disappears at inference".
+    Shown in chapter 12, "BatchNorm disappears at inference".
     """
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         raise TypeError("layer must be an nn.Conv2d or nn.Linear, "

@@ -1,4 +1,4 @@
-"""normbook.ch11_what_norms_cost (costs and numerics): BatchNorm folding,
+"""normbook.ch12_what_norms_cost (costs and numerics): BatchNorm folding,
 traffic and memory counts, variance algorithms."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import normlib.nn as ours
-from normbook.ch11_what_norms_cost import (
+from normbook.ch12_what_norms_cost import (
     PASSES,
     autocast_dtypes,
     bandwidth_bound,

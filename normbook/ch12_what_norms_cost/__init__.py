@@ -1,10 +1,10 @@
-"""Chapter 11, "What norms cost": two modules, one per half of the chapter.
+"""Chapter 12, "What norms cost": two modules, one per half of the chapter.
 
 `costs`: memory traffic, memory kept for backward, BatchNorm folded away,
 whole training steps and fine-tuning at a small batch. `numerics`: three ways
 to compute a variance in float32, and norms in bfloat16.
 """
-from normbook.ch11_what_norms_cost.costs import (
+from normbook.ch12_what_norms_cost.costs import (
     PASSES,
     bandwidth_bound,
     count_traffic,
@@ -15,7 +15,7 @@ from normbook.ch11_what_norms_cost.costs import (
     saved_bytes,
     transformer_step_times,
 )
-from normbook.ch11_what_norms_cost.numerics import (
+from normbook.ch12_what_norms_cost.numerics import (
     VARIANCES,
     autocast_dtypes,
     bf16_errors,

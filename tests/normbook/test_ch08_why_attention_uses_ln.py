@@ -1,9 +1,9 @@
-"""normbook.ch07_why_attention_uses_ln: W_FC2's gradients, the LM's modes."""
+"""normbook.ch08_why_attention_uses_ln: W_FC2's gradients, the LM's modes."""
 import math
 
 import pytest
 
-from normbook.ch07_why_attention_uses_ln import fc2_grad_norms, lm_mode_losses
+from normbook.ch08_why_attention_uses_ln import fc2_grad_norms, lm_mode_losses
 
 
 @pytest.mark.parametrize("placement", ["pre", "post"])

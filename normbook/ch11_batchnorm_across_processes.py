@@ -1,4 +1,4 @@
-"""Chapter 10's experiments: SyncBatchNorm against BatchNorm on the whole
+"""Chapter 11's experiments: SyncBatchNorm against BatchNorm on the whole
 batch, ghost batches, accumulation, cost.
 
 The functions named `*_rank` run on every rank of a
@@ -167,7 +167,7 @@ def accumulation_gap(norm, micro_batches, micro_size, seed=0):
     """Relative difference between accumulated micro-batch gradients and the
     one-batch gradient (float64).
 
-    Shown in chapter 10, "Gradient accumulation is not a larger batch".
+    Shown in chapter 11, "Gradient accumulation is not a larger batch".
     """
     x_train, y_train, _, _ = data.digits(seed=0)
     x, y = (x_train[:micro_batches * micro_size].double(),

@@ -1,11 +1,11 @@
-"""normbook.ch08_why_bn_works: the deep MLP, ICS, smoothness, the sweeps."""
+"""normbook.ch09_why_bn_works: the deep MLP, ICS, smoothness, the sweeps."""
 import copy
 import math
 
 import torch
 import torch.nn.functional as F
 
-import normbook.ch08_why_bn_works as bt
+import normbook.ch09_why_bn_works as bt
 from normbook.common.train import set_seed
 
 

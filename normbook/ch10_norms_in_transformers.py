@@ -1,4 +1,4 @@
-"""Chapter 9, "Norms in today's Transformers": norm timings, attention logits,
+"""Chapter 10, "Norms in today's Transformers": norm timings, attention logits,
 LayerNorm's curves.
 """
 import torch
@@ -33,7 +33,7 @@ def attention_logits(model, windows):
     """Per block (max attention logit, mean attention entropy in nats) on
     windows (N, T + 1), eval mode.
 
-    Shown in chapter 9, "QK-norm and attention-logit growth".
+    Shown in chapter 10, "QK-norm and attention-logit growth".
     """
     layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
     for layer in layers:
@@ -53,7 +53,7 @@ def layer_norm_curves(model, windows):
     As Zhu et al. (2025, Sec. 3) plot them: x against (x - mean) / std of its
     own token.
 
-    Shown in chapter 9, "DyT: a tanh in place of the norm".
+    Shown in chapter 10, "DyT: a tanh in place of the norm".
     """
     pairs, hooks = [], []
     for norm in (m for m in model.modules() if isinstance(m, LayerNorm)):
@@ -71,7 +71,7 @@ def layer_norm_curves(model, windows):
 
 
 def trained_probe(model, windows):
-    """What chapter 9 reads from a trained model: stream sizes, attention
+    """What chapter 10 reads from a trained model: stream sizes, attention
     logits, LayerNorm curves (4 windows)."""
     model.eval()
     return dict(stream=stream_sizes(model, windows),

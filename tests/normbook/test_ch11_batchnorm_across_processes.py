@@ -1,6 +1,6 @@
-"""normbook.ch10_batchnorm_across_processes: the chapter's multi-rank runs."""
+"""normbook.ch11_batchnorm_across_processes: the chapter's multi-rank runs."""
 
-import normbook.ch10_batchnorm_across_processes as ch10
+import normbook.ch11_batchnorm_across_processes as ch10
 
 
 def test_torch_syncbatchnorm_on_cpu_refuses_training_works_in_eval(group2):

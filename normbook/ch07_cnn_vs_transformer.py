@@ -1,4 +1,4 @@
-"""Chapter 6, "CNN vs Transformer": one training run of the CNN on the digits.
+"""Chapter 7, "CNN vs Transformer": one training run of the CNN on the digits.
 
 The Transformer's runs are the character-LM task's (`normbook.common.charlm`).
 """
@@ -12,7 +12,7 @@ def cnn_run(*, seed, steps, batch_size, lr, norm, schedule="constant",
     """Train TinyCNN(norm) on the digits (fixed split) -> its history (see
     `normbook.common.train.train_classifier`).
 
-    Shown in chapter 6, "The grid".
+    Shown in chapter 7, "The grid".
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
     set_seed(seed)

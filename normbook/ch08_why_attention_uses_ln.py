@@ -1,4 +1,4 @@
-"""Chapter 7, "Why attention uses LayerNorm": gradients at initialization
+"""Chapter 8, "Why attention uses LayerNorm": gradients at initialization
 (Xiong et al.'s W_FC2 measurement) and a trained LM scored in three modes.
 """
 import torch
@@ -18,7 +18,7 @@ def fc2_grad_norms(*, seed, n_layers, batches=8, batch_size=16, context=16,
     over `batches` batches first, then its Frobenius norm taken, as in their
     Figure 3.  Returns a list, block 1 (next to the input) first.
 
-    Shown in chapter 7, "Gradients and the residual stream at initialization".
+    Shown in chapter 8, "Gradients and the residual stream at initialization".
     """
     train, _, vocab = char_lm_data(context)
     model = causal_lm(vocab, context, seed, n_layers=n_layers, **model_args)
@@ -46,7 +46,7 @@ def lm_mode_losses(*, seed, steps, batch_size, lr, context=32, scored=16,
     scored windows as one batch; "alone" normalizes each window by itself
     (batch 1) and averages.
 
-    Shown in chapter 7, "Batch size 1, and the switch to running statistics".
+    Shown in chapter 8, "Batch size 1, and the switch to running statistics".
     """
     train, test, vocab = char_lm_data(context)
     model = causal_lm(vocab, context, seed, **model_args)

@@ -1,9 +1,9 @@
-"""normbook.ch09_norms_in_transformers: attention logits, LayerNorm's curves
-and the norm timings of chapter 9."""
+"""normbook.ch10_norms_in_transformers: attention logits, LayerNorm's curves
+and the norm timings of chapter 10."""
 
 import torch
 
-from normbook.ch09_norms_in_transformers import (
+from normbook.ch10_norms_in_transformers import (
     attention_logits,
     layer_norm_curves,
     time_forward_backward,
