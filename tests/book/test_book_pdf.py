@@ -1,13 +1,14 @@
 """tools/book_pdf.py's parts that need no browser: joining a page into the
-one document, plain-text bookmark titles, and the CMap repair that makes
-Chinese text extract as ideographs."""
+one document and plain-text bookmark titles (book_pdf_join.py), and the CMap
+repair that makes Chinese text extract as ideographs (book_pdf_outline.py)."""
 import sys
 from pathlib import Path
 
 from bs4 import BeautifulSoup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import book_pdf  # noqa: E402  (a script's module, not a package)
+import book_pdf_join  # noqa: E402  (a script's module, not a package)
+import book_pdf_outline  # noqa: E402
 
 PAGE = """<html><body><article class="bd-article">
 <section id="top"><h1><span class="section-number">2. </span>Batch
@@ -27,9 +28,10 @@ DOCS = {"chapters/part1/02_b", "chapters/part2/04_x", "bibliography"}
 
 def joined():
     soup = BeautifulSoup(PAGE, "html.parser")
-    heading = book_pdf.target_heading(soup, soup.find("h2"))
+    heading = book_pdf_join.target_heading(soup, soup.find("h2"))
     article = BeautifulSoup("", "html.parser")
-    article.extend(book_pdf.rewrite_page("chapters/part1/02_b", soup, DOCS))
+    article.extend(book_pdf_join.rewrite_page("chapters/part1/02_b", soup,
+                                              DOCS))
     return soup, heading, article
 
 
@@ -59,9 +61,9 @@ def test_folded_content_is_printed_open_and_scripts_are_dropped():
 
 def test_bookmark_titles_are_plain_text():
     soup = BeautifulSoup(PAGE, "html.parser")
-    assert book_pdf.heading_text(soup.find("h1")) == "2. Batch Norm"
-    assert book_pdf.heading_text(soup.find("h2")) == "Where ε takes over"
-    assert book_pdf.plain_tex(r"\(\mathrm{d}\Gamma_i\)") == "dΓ_i"
+    assert book_pdf_join.heading_text(soup.find("h1")) == "2. Batch Norm"
+    assert book_pdf_join.heading_text(soup.find("h2")) == "Where ε takes over"
+    assert book_pdf_join.plain_tex(r"\(\mathrm{d}\Gamma_i\)") == "dΓ_i"
 
 
 def test_radicals_in_a_cmap_become_ideographs():
@@ -70,8 +72,8 @@ def test_radicals_in_a_cmap_become_ideographs():
     cmap = ("2 beginbfchar\n<4C> <2FAF>\n<4D> <2EDA>\nendbfchar\n"
             "2 beginbfrange\n<10> <11> <2F00>\n<20> <21> <0041>\n"
             "endbfrange\n")
-    fixed = book_pdf.unradical(cmap)
+    fixed = book_pdf_outline.unradical(cmap)
     assert "<4C> <9762>" in fixed and "<4D> <9875>" in fixed
     assert "<10> <11> [<4E00> <4E28>]" in fixed
     assert "<20> <21> <0041>" in fixed
-    assert book_pdf.unradical(fixed) == fixed
+    assert book_pdf_outline.unradical(fixed) == fixed
