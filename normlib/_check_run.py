@@ -247,4 +247,4 @@ def _matching_variant(exercise, got, errors):
 
 
 def _wrap(text):
-    return textwrap.fill(text, 78)
+    return textwrap.fill(text, 70)  # fits an exercise box (~73 columns)
