@@ -7,7 +7,9 @@ train/eval, argument checks with torch's error types, and an
 `autograd.Function` (`_autograd.py`) that calls `normalize_backward` instead of
 letting autograd differentiate the forward.  The norms with running statistics
 live in `_batchnorm.py` (SyncBatchNorm, across processes, in
-`_syncbatchnorm.py`); this file has the per-sample ones and lists them all.
+`_syncbatchnorm.py`, FrozenBatchNorm2d, with fixed ones, in
+`_frozenbatchnorm.py`); this file has the per-sample ones (LayerNorm2d, per
+pixel, in `_layernorm2d.py`) and lists them all.
 """
 import numbers
 
@@ -22,14 +24,16 @@ from ._autograd import (
     normalize,
 )
 from ._batchnorm import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
+from ._frozenbatchnorm import FrozenBatchNorm2d
 from ._ghostbatchnorm import GhostBatchNorm1d
 from ._instancenorm import InstanceNorm1d, InstanceNorm2d
+from ._layernorm2d import LayerNorm2d
 from ._syncbatchnorm import SyncBatchNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm",
-           "GhostBatchNorm1d", "SyncBatchNorm", "InstanceNorm1d",
-           "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm",
-           "ImageRMSNorm", "DyT"]
+           "GhostBatchNorm1d", "SyncBatchNorm", "FrozenBatchNorm2d",
+           "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "LayerNorm2d",
+           "GroupNorm", "RMSNorm", "ImageRMSNorm", "DyT"]
 
 
 def _as_shape(normalized_shape):
