@@ -10,6 +10,11 @@ live in `_batchnorm.py` (SyncBatchNorm, across processes, in
 `_syncbatchnorm.py`, FrozenBatchNorm2d, with fixed ones, in
 `_frozenbatchnorm.py`); this file has the per-sample ones (LayerNorm2d, per
 pixel, in `_layernorm2d.py`) and lists them all.
+
+Batch Renormalization, BatchNorm corrected towards its running statistics,
+is in `_batchrenorm.py`; the norms of weights rather than activations,
+Weight Standardization (`WSConv2d`) and Weight Normalization
+(`weight_norm`), are in `_wsconv.py` and `_weightnorm.py`.
 """
 import numbers
 
@@ -24,16 +29,20 @@ from ._autograd import (
     normalize,
 )
 from ._batchnorm import BatchNorm1d, BatchNorm2d, SequenceBatchNorm
+from ._batchrenorm import BatchRenorm1d, BatchRenorm2d
 from ._frozenbatchnorm import FrozenBatchNorm2d
 from ._ghostbatchnorm import GhostBatchNorm1d
 from ._instancenorm import InstanceNorm1d, InstanceNorm2d
 from ._layernorm2d import LayerNorm2d
 from ._syncbatchnorm import SyncBatchNorm
+from ._weightnorm import weight_norm
+from ._wsconv import WSConv2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "SequenceBatchNorm",
            "GhostBatchNorm1d", "SyncBatchNorm", "FrozenBatchNorm2d",
            "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "LayerNorm2d",
-           "GroupNorm", "RMSNorm", "ImageRMSNorm", "DyT"]
+           "GroupNorm", "RMSNorm", "ImageRMSNorm", "DyT",
+           "BatchRenorm1d", "BatchRenorm2d", "WSConv2d", "weight_norm"]
 
 
 def _as_shape(normalized_shape):
