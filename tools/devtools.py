@@ -85,7 +85,9 @@ class DevTools:
         """Start Chromium; `timeout` is in seconds, for it to start and for
         each page to load and typeset its math."""
         self.timeout = timeout
-        self.profile = tempfile.TemporaryDirectory()
+        # Chromium's helper processes can still write to the profile after
+        # the browser exits; a leftover folder in /tmp must not fail a run
+        self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         # a file: a pipe could fill up
         log = Path(self.profile.name) / "chromium.log"
         self.log = log.open("w")
