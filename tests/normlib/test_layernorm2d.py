@@ -10,6 +10,7 @@ import inspect
 import pytest
 import torch
 import torch.nn.functional as F
+from test_nn import close_outcomes, forward_backward
 from torch import nn as tnn
 
 from normlib import nn as ours
@@ -61,14 +62,6 @@ def pair(channels, seed=0, dtype=torch.float64, **kwargs):
     return mine, theirs
 
 
-def forward_backward(module, x, dy):
-    x = x.clone().requires_grad_()
-    y = module(x)
-    y.backward(dy)
-    return (y.detach(), x.grad,
-            {n: p.grad for n, p in module.named_parameters()})
-
-
 # id: constructor kwargs, input shape
 CASES = {
     "(2,4,3,5)": ({}, (2, 4, 3, 5)),
@@ -85,13 +78,8 @@ def test_forward_and_backward_match_timm(case):
     kwargs, shape = CASES[case]
     mine, theirs = pair(shape[1], **kwargs)
     x, dy = 3 * randn(*shape, seed=10) + 1, randn(*shape, seed=11)
-    y, dx, grads = forward_backward(mine, x, dy)
-    y_ref, dx_ref, grads_ref = forward_backward(theirs, x, dy)
-    torch.testing.assert_close(y, y_ref, **TOL)
-    torch.testing.assert_close(dx, dx_ref, **TOL)
-    assert grads.keys() == grads_ref.keys()
-    for name in grads:
-        torch.testing.assert_close(grads[name], grads_ref[name], **TOL)
+    close_outcomes(forward_backward(mine, x, dy),
+                   forward_backward(theirs, x, dy), **TOL)
 
 
 def test_forward_matches_convnexts_channels_first_formula():

@@ -67,6 +67,17 @@ def forward_backward(module, x, dy):
             {n: p.grad for n, p in module.named_parameters()})
 
 
+def close_outcomes(got, expected, **tol):
+    """Two `forward_backward` results agree: the output, the input gradient
+    and every parameter's gradient."""
+    (y, dx, grads), (y_ref, dx_ref, grads_ref) = got, expected
+    close(y, y_ref, **tol)
+    close(dx, dx_ref, **tol)
+    assert grads.keys() == grads_ref.keys()
+    for n in grads:
+        close(grads[n], grads_ref[n], **tol)
+
+
 # id: class name, constructor args, constructor kwargs, input shape
 CASES = {
     "BatchNorm1d-(N,C)": ("BatchNorm1d", (3,), {}, (8, 3)),
@@ -110,13 +121,8 @@ def test_module_matches_torch(case):
     name, args, kwargs, shape = CASES[case]
     mine, theirs = pair(name, args, kwargs)
     x, dy = 3 * randn(*shape, seed=10) + 1, randn(*shape, seed=11)
-    y, dx, grads = forward_backward(mine, x, dy)
-    y_ref, dx_ref, grads_ref = forward_backward(theirs, x, dy)
-    close(y, y_ref)
-    close(dx, dx_ref)
-    assert grads.keys() == grads_ref.keys()
-    for n in grads:
-        close(grads[n], grads_ref[n])
+    close_outcomes(forward_backward(mine, x, dy),
+                   forward_backward(theirs, x, dy))
 
 
 def gradcheck_module(module, x, **kwargs):
