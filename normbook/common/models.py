@@ -17,12 +17,15 @@ from normlib.nn import (
     GroupNorm,
     ImageRMSNorm,
     LayerNorm,
+    LayerNorm2d,
     RMSNorm,
     SequenceBatchNorm,
 )
 
 NORMS = ("bn", "ln", "rms", "gn", "none")
 SEQUENCE_NORMS = NORMS + ("dyt",)  # DyT (no statistics) is for (B, T, C) only
+# ConvNeXt's LayerNorm: each pixel's C channels (image layout only)
+IMAGE_NORMS = NORMS + ("ln2d",)
 
 
 def num_groups(channels, max_groups=8):
@@ -59,13 +62,15 @@ class TokenGroupNorm(nn.Module):
 
 
 def make_norm(kind, channels, layout, bn_mask=True):
-    """A norm module of `kind` (one of NORMS) for layout "image"
+    """A norm module of `kind` (one of NORMS; IMAGE_NORMS and SEQUENCE_NORMS
+    add one each) for layout "image"
     (N, C, H, W), "vector" (N, C) or "sequence" (B, T, C).
 
     bn_mask=False makes a sequence BatchNorm ignore pad_mask: pads then enter
     its statistics (unmasked BN).
     """
-    allowed = SEQUENCE_NORMS if layout == "sequence" else NORMS
+    allowed = {"sequence": SEQUENCE_NORMS,
+               "image": IMAGE_NORMS}.get(layout, NORMS)
     if kind not in allowed:
         raise ValueError(f"kind must be one of {allowed} for layout "
                          f"{layout!r}, got {kind!r}")
@@ -73,6 +78,8 @@ def make_norm(kind, channels, layout, bn_mask=True):
         made = {"bn": lambda: IgnoreMask(BatchNorm2d(channels)),
                 # LayerNorm over (C, H, W) of each sample
                 "ln": lambda: IgnoreMask(GroupNorm(1, channels)),
+                # LayerNorm over each pixel's C channels (ConvNeXt)
+                "ln2d": lambda: IgnoreMask(LayerNorm2d(channels)),
                 "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels),
                                                    channels)),
                 "rms": lambda: IgnoreMask(ImageRMSNorm(channels)),

@@ -55,3 +55,15 @@ def test_dyt_is_a_sequence_norm_that_ignores_the_mask():
                                norm(x))
     with pytest.raises(ValueError, match="kind"):
         make_norm("dyt", 8, "image")
+
+
+def test_image_ln2d_normalizes_each_pixel_over_its_channels():
+    norm = make_norm("ln2d", 6, "image")
+    assert isinstance(norm.norm, ours.LayerNorm2d)
+    y = norm(torch.randn(3, 6, 4, 5) * 5 + 2)
+    torch.testing.assert_close(y.mean(1), torch.zeros(3, 4, 5),
+                               atol=1e-5, rtol=0)
+    assert TinyCNN("ln2d")(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    for layout in ("vector", "sequence"):
+        with pytest.raises(ValueError, match="kind"):
+            make_norm("ln2d", 6, layout)
