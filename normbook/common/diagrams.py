@@ -62,12 +62,13 @@ def _faces(lo, hi, outer):
     return faces
 
 
-def _polygon(ax, corners, **kw):
-    ax.add_patch(Polygon([(x + _DEPTH[0] * z, y + _DEPTH[1] * z)
+def _polygon(ax, corners, origin=(0, 0), **kw):
+    ax.add_patch(Polygon([(origin[0] + x + _DEPTH[0] * z,
+                           origin[1] + y + _DEPTH[1] * z)
                           for x, y, z in corners], closed=True, **kw))
 
 
-def _cube_grid_lines(ax, outer):
+def _cube_grid_lines(ax, outer, origin=(0, 0)):
     nx, ny, nz = outer
     lines = ([[(i, 0, 0), (i, ny, 0)] for i in range(nx + 1)]
              + [[(0, j, 0), (nx, j, 0)] for j in range(ny + 1)])
@@ -75,10 +76,47 @@ def _cube_grid_lines(ax, outer):
               + [[(0, ny, k), (nx, ny, k)] for k in range(nz + 1)])
     lines += ([[(nx, j, 0), (nx, j, nz)] for j in range(ny + 1)]
               + [[(nx, 0, k), (nx, ny, k)] for k in range(nz + 1)])
-    page = [[(x + _DEPTH[0] * z, y + _DEPTH[1] * z) for x, y, z in line]
-            for line in lines]
+    page = [[(origin[0] + x + _DEPTH[0] * z, origin[1] + y + _DEPTH[1] * z)
+             for x, y, z in line] for line in lines]
     ax.add_collection(LineCollection(page, colors="0.45", linewidths=0.6,
                                      zorder=3))
+
+
+# light from above: a lit top, a dark side
+_SHADE = {"front": 0.0, "top": 0.45, "right": -0.25}
+
+
+def _draw_cube(ax, block, color, title, note):
+    """One panel: the (N, H*W, C) cube with `block` shaded in `color`, its
+    axes named, `title` above and `note` below."""
+    for name, corners in _faces((0, 0, 0), _CUBE, _CUBE):
+        _polygon(ax, corners, facecolor="white", edgecolor="none", zorder=1)
+    for name, corners in _faces(*block, _CUBE):
+        _polygon(ax, corners, facecolor=_mix(color, _SHADE[name]),
+                 edgecolor="none", zorder=2)
+    _cube_grid_lines(ax, _CUBE)
+    for name, corners in _faces((0, 0, 0), _CUBE, _CUBE):
+        _polygon(ax, corners, fill=False, edgecolor="0.15", lw=1.1,
+                 zorder=4)
+    nx, ny, nz = _CUBE
+    ax.annotate("", xy=(nx, -0.45), xytext=(0, -0.45),
+                arrowprops=dict(arrowstyle="->", lw=0.9))
+    ax.text(nx / 2, -0.6, "N", ha="center", va="top")
+    ax.annotate("", xy=(-0.35, ny), xytext=(-0.35, 0),
+                arrowprops=dict(arrowstyle="->", lw=0.9))
+    ax.text(-0.5, ny / 2, "H, W", ha="right", va="center", rotation=90)
+    x0, y0, dz = nx + 0.3, -0.15, (_DEPTH[0] * nz, _DEPTH[1] * nz)
+    ax.annotate("", xy=(x0 + dz[0], y0 + dz[1]), xytext=(x0, y0),
+                arrowprops=dict(arrowstyle="->", lw=0.9))
+    ax.text(x0 + dz[0] / 2 + 0.25, y0 + dz[1] / 2 - 0.2, "C",
+            ha="left", va="top")
+    ax.set_title(title, color=color)
+    ax.text(nx / 2 + dz[0] / 2, -1.5, note, ha="center", va="top",
+            fontsize=8.5)
+    ax.set_xlim(-1.3, nx + dz[0] + 0.8)
+    ax.set_ylim(-3.0, ny + dz[1] + 0.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
 
 
 _CUBE_KEY = ("How to read a panel\n\n"
@@ -104,39 +142,53 @@ def draw_norm_cubes(norms=("bn", "ln", "in", "gn", "rms"), ncols=3,
         axes.ravel()[-1].text(0.02, 0.55, _CUBE_KEY, va="center",
                               fontsize=8.5, linespacing=1.3,
                               transform=axes.ravel()[-1].transAxes)
-    # light from above: a lit top, a dark side
-    shade = {"front": 0.0, "top": 0.45, "right": -0.25}
     for ax, norm in zip(np.ravel(axes), norms):
-        for name, corners in _faces((0, 0, 0), _CUBE, _CUBE):
-            _polygon(ax, corners, facecolor="white", edgecolor="none",
-                     zorder=1)
-        for name, corners in _faces(*_CUBE_BLOCKS[norm], _CUBE):
-            _polygon(ax, corners,
-                     facecolor=_mix(NORM_COLORS[norm], shade[name]),
-                     edgecolor="none", zorder=2)
-        _cube_grid_lines(ax, _CUBE)
-        for name, corners in _faces((0, 0, 0), _CUBE, _CUBE):
-            _polygon(ax, corners, fill=False, edgecolor="0.15", lw=1.1,
-                     zorder=4)
-        nx, ny, nz = _CUBE
-        ax.annotate("", xy=(nx, -0.45), xytext=(0, -0.45),
-                    arrowprops=dict(arrowstyle="->", lw=0.9))
-        ax.text(nx / 2, -0.6, "N", ha="center", va="top")
-        ax.annotate("", xy=(-0.35, ny), xytext=(-0.35, 0),
-                    arrowprops=dict(arrowstyle="->", lw=0.9))
-        ax.text(-0.5, ny / 2, "H, W", ha="right", va="center", rotation=90)
-        x0, y0, dz = nx + 0.3, -0.15, (_DEPTH[0] * nz, _DEPTH[1] * nz)
-        ax.annotate("", xy=(x0 + dz[0], y0 + dz[1]), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="->", lw=0.9))
-        ax.text(x0 + dz[0] / 2 + 0.25, y0 + dz[1] / 2 - 0.2, "C",
-                ha="left", va="top")
-        ax.set_title(NORM_LABELS[norm], color=NORM_COLORS[norm])
-        ax.text(nx / 2 + dz[0] / 2, -1.5, _CUBE_NOTES[norm], ha="center",
-                va="top", fontsize=8.5)
-        ax.set_xlim(-1.3, nx + dz[0] + 0.8)
-        ax.set_ylim(-3.0, ny + dz[1] + 0.3)
-        ax.set_aspect("equal")
-        ax.axis("off")
+        _draw_cube(ax, _CUBE_BLOCKS[norm], NORM_COLORS[norm],
+                   NORM_LABELS[norm], _CUBE_NOTES[norm])
+    return axes
+
+
+# the three LayerNorms of an image: (title, statistics' block, note,
+# cells of gamma along H*W (1: one per channel, all of H*W: one per value),
+# note on gamma and beta)
+_VISION_LNS = (
+    ("LayerNorm2d", ((0, 3, 0), (1, 4, 6)),
+     "one per (sample, pixel)\nover its C channels", 1,
+     "γ, β: one per channel\n(2·C numbers)"),
+    ("GroupNorm(1, C)", ((0, 0, 0), (1, 4, 6)),
+     "one per sample\nover C, H, W", 1,
+     "γ, β: one per channel\n(2·C numbers)"),
+    ("LayerNorm([C, H, W])", ((0, 0, 0), (1, 4, 6)),
+     "one per sample\nover C, H, W", 4,
+     "γ, β: one per value\n(2·C·H·W numbers)"),
+)
+
+
+def draw_vision_layernorms(axes=None):
+    """The three norms called LayerNorm for images, in the cube of
+    `draw_norm_cubes` (LayerNorm's colour): the block one statistic
+    averages over, and below it, in grey, the shape of the affine weight
+    gamma (and beta): a rod of C cells, one per channel, or a slab of
+    C x H*W cells, one per value."""
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(7.2, 4.7))
+    nz = _CUBE[2]
+    for ax, (title, block, note, gamma_hw, gamma_note) in zip(
+            np.ravel(axes), _VISION_LNS):
+        _draw_cube(ax, block, NORM_COLORS["ln"], title, note)
+        gamma = (1, gamma_hw, nz)
+        # below the note: the top of gamma's box at y = -3.2
+        origin = (1.5, -3.2 - _DEPTH[1] * nz - gamma_hw)
+        for name, corners in _faces((0, 0, 0), gamma, gamma):
+            _polygon(ax, corners, origin, facecolor=_mix("0.55",
+                                                         _SHADE[name]),
+                     edgecolor="0.15", lw=1.0, zorder=2)
+        _cube_grid_lines(ax, gamma, origin)
+        ax.text(origin[0] - 0.3, origin[1] + gamma_hw / 2, "γ", ha="right",
+                va="center", fontsize=11)
+        ax.text(_CUBE[0] / 2 + _DEPTH[0] * nz / 2, -9.7, gamma_note,
+                ha="center", va="top", fontsize=8.5)
+        ax.set_ylim(-11.0, _CUBE[1] + _DEPTH[1] * nz + 0.3)
     return axes
 
 
