@@ -13,6 +13,8 @@ from torch import nn
 from normlib.nn import (
     BatchNorm1d,
     BatchNorm2d,
+    BatchRenorm1d,
+    BatchRenorm2d,
     DyT,
     GroupNorm,
     ImageRMSNorm,
@@ -20,12 +22,19 @@ from normlib.nn import (
     LayerNorm2d,
     RMSNorm,
     SequenceBatchNorm,
+    WSConv2d,
+    weight_norm,
 )
 
 NORMS = ("bn", "ln", "rms", "gn", "none")
 SEQUENCE_NORMS = NORMS + ("dyt",)  # DyT (no statistics) is for (B, T, C) only
 # ConvNeXt's LayerNorm: each pixel's C channels (image layout only)
-IMAGE_NORMS = NORMS + ("ln2d",)
+IMAGE_NORMS = NORMS + ("ln2d", "brn")
+# Batch Renormalization (Ioffe 2017), for images and vectors only
+VECTOR_NORMS = NORMS + ("brn",)
+# how TinyCNN and TinyMLP hold their conv or linear weights: as they are,
+# weight-standardized (WSConv2d, convolutions only) or weight-normalized
+WEIGHTS = ("plain", "ws", "wn")
 
 
 def num_groups(channels, max_groups=8):
@@ -62,15 +71,15 @@ class TokenGroupNorm(nn.Module):
 
 
 def make_norm(kind, channels, layout, bn_mask=True):
-    """A norm module of `kind` (one of NORMS; IMAGE_NORMS and SEQUENCE_NORMS
-    add one each) for layout "image"
+    """A norm module of `kind` (one of NORMS; IMAGE_NORMS, VECTOR_NORMS and
+    SEQUENCE_NORMS add their own) for layout "image"
     (N, C, H, W), "vector" (N, C) or "sequence" (B, T, C).
 
     bn_mask=False makes a sequence BatchNorm ignore pad_mask: pads then enter
     its statistics (unmasked BN).
     """
-    allowed = {"sequence": SEQUENCE_NORMS,
-               "image": IMAGE_NORMS}.get(layout, NORMS)
+    allowed = {"sequence": SEQUENCE_NORMS, "image": IMAGE_NORMS,
+               "vector": VECTOR_NORMS}.get(layout, NORMS)
     if kind not in allowed:
         raise ValueError(f"kind must be one of {allowed} for layout "
                          f"{layout!r}, got {kind!r}")
@@ -80,12 +89,15 @@ def make_norm(kind, channels, layout, bn_mask=True):
                 "ln": lambda: IgnoreMask(GroupNorm(1, channels)),
                 # LayerNorm over each pixel's C channels (ConvNeXt)
                 "ln2d": lambda: IgnoreMask(LayerNorm2d(channels)),
+                # BatchNorm corrected towards the running statistics
+                "brn": lambda: IgnoreMask(BatchRenorm2d(channels)),
                 "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels),
                                                    channels)),
                 "rms": lambda: IgnoreMask(ImageRMSNorm(channels)),
                 "none": lambda: IgnoreMask(nn.Identity())}
     elif layout == "vector":
         made = {"bn": lambda: IgnoreMask(BatchNorm1d(channels)),
+                "brn": lambda: IgnoreMask(BatchRenorm1d(channels)),
                 "ln": lambda: IgnoreMask(LayerNorm(channels)),
                 "gn": lambda: IgnoreMask(GroupNorm(num_groups(channels),
                                                    channels)),
@@ -107,21 +119,43 @@ def make_norm(kind, channels, layout, bn_mask=True):
     return made[kind]()
 
 
+def check_weights(weights, allowed=WEIGHTS):
+    """Refuse a `weights` choice outside `allowed` (one of WEIGHTS)."""
+    if weights not in allowed:
+        raise ValueError(f"weights must be one of {allowed}, got {weights!r}")
+
+
+def reweight(layers, weights):
+    """Weight-normalize each layer's weight (weights="wn"), in place."""
+    if weights == "wn":
+        for layer in layers:
+            weight_norm(layer)
+
+
 class TinyCNN(nn.Module):
     """conv-norm-relu-pool twice, then a linear head: (N, 1, 8, 8) digits ->
-    (N, num_classes) logits."""
+    (N, num_classes) logits.
 
-    def __init__(self, norm="bn", channels=(16, 32), num_classes=10):
+    weights (keyword): "plain" (nn.Conv2d), "ws" (WSConv2d, Weight
+    Standardization, meant to be used with norm="gn") or "wn" (each conv's
+    weight normalized, `normlib.nn.weight_norm`); the head stays plain.
+    """
+
+    def __init__(self, norm="bn", channels=(16, 32), num_classes=10, *,
+                 weights="plain"):
         super().__init__()
+        check_weights(weights)
         c1, c2 = channels
         # a norm's shift makes the conv bias redundant
         bias = norm == "none"
-        self.conv1, self.norm1 = (nn.Conv2d(1, c1, 3, padding=1, bias=bias),
+        conv = WSConv2d if weights == "ws" else nn.Conv2d
+        self.conv1, self.norm1 = (conv(1, c1, 3, padding=1, bias=bias),
                                   make_norm(norm, c1, "image"))
-        self.conv2, self.norm2 = (nn.Conv2d(c1, c2, 3, padding=1, bias=bias),
+        self.conv2, self.norm2 = (conv(c1, c2, 3, padding=1, bias=bias),
                                   make_norm(norm, c2, "image"))
         self.pool = nn.MaxPool2d(2)
         self.head = nn.Linear(c2 * 2 * 2, num_classes)
+        reweight((self.conv1, self.conv2), weights)
 
     def forward(self, x):
         x = self.pool(torch.relu(self.norm1(self.conv1(x))))  # N, c1, 4, 4
@@ -134,17 +168,21 @@ class TinyMLP(nn.Module):
     (N, num_classes) logits.
 
     Its BatchNorm averages N values per statistic, where TinyCNN's averages
-    N*H*W.
+    N*H*W.  weights (keyword): "plain" or "wn" (fc1's and fc2's weights
+    normalized, `normlib.nn.weight_norm`; the head stays plain).
     """
 
-    def __init__(self, norm="bn", width=128, num_classes=10):
+    def __init__(self, norm="bn", width=128, num_classes=10, *,
+                 weights="plain"):
         super().__init__()
+        check_weights(weights, ("plain", "wn"))
         bias = norm == "none"      # a norm's shift makes the bias redundant
         self.fc1, self.norm1 = (nn.Linear(64, width, bias=bias),
                                 make_norm(norm, width, "vector"))
         self.fc2, self.norm2 = (nn.Linear(width, width, bias=bias),
                                 make_norm(norm, width, "vector"))
         self.head = nn.Linear(width, num_classes)
+        reweight((self.fc1, self.fc2), weights)
 
     def forward(self, x):
         x = torch.relu(self.norm1(self.fc1(x.flatten(1))))   # N, width

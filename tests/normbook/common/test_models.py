@@ -67,3 +67,37 @@ def test_image_ln2d_normalizes_each_pixel_over_its_channels():
     for layout in ("vector", "sequence"):
         with pytest.raises(ValueError, match="kind"):
             make_norm("ln2d", 6, layout)
+
+
+def test_brn_is_batch_renorm_for_images_and_vectors_only():
+    assert isinstance(make_norm("brn", 8, "image").norm, ours.BatchRenorm2d)
+    assert isinstance(make_norm("brn", 8, "vector").norm, ours.BatchRenorm1d)
+    with pytest.raises(ValueError, match="kind"):
+        make_norm("brn", 8, "sequence")
+    set_seed(0)
+    x = torch.randn(4, 1, 8, 8)
+    assert TinyCNN("brn")(x).shape == TinyMLP("brn")(x).shape == (4, 10)
+
+
+def test_weights_options_keep_the_plain_initialization():
+    x = torch.randn(3, 1, 8, 8)
+    for make, options in ((TinyCNN, ("ws", "wn")), (TinyMLP, ("wn",))):
+        set_seed(0)
+        plain = make("gn")
+        for weights in options:
+            set_seed(0)
+            other = make("gn", weights=weights)
+            first = other.conv1 if make is TinyCNN else other.fc1
+            # the same draws: ws standardizes them, wn writes them as g, v
+            torch.testing.assert_close(
+                first.parametrizations.weight.original1 if weights == "wn"
+                else first.weight,
+                (plain.conv1 if make is TinyCNN else plain.fc1).weight)
+            assert other(x).shape == (3, 10)
+    set_seed(0)
+    wn = TinyMLP("none", weights="wn")
+    set_seed(0)
+    torch.testing.assert_close(wn(x), TinyMLP("none")(x))  # same function
+    assert isinstance(TinyCNN("gn", weights="ws").conv2, ours.WSConv2d)
+    with pytest.raises(ValueError, match="weights"):
+        TinyMLP("gn", weights="ws")        # WSConv2d is for convolutions
