@@ -1,14 +1,22 @@
-"""Chapter 4, "Small batches": the batch-size sweep, one batch size per run.
+"""Chapter 4, "Small batches": the batch-size sweep, one batch size per run,
+and the running statistics' error split into noise and staleness.
 
 A run builds its own data and models from its arguments, so any worker process
 of `normbook.common.parallel.run_all` can run it, and returns plain numbers.
 """
 import math
 
+import numpy as np
+
 from normbook.common import data
 from normbook.common.ensemble import train_classifier_ensemble
 from normbook.common.models import TinyCNN, TinyMLP
-from normbook.common.probes import precise_bn
+from normbook.common.probes import (
+    distances,
+    frozen_ema,
+    precise_bn,
+    running_stats,
+)
 from normbook.common.train import accuracy, batch_stat_accuracy, set_seed
 
 
@@ -59,4 +67,53 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr,
             result["batch"] = batch_stat_accuracy(net, x_test, y_test,
                                                   batch_size, seed)
         results.append(result)
+    return results
+
+
+def ema_staleness_run(*, model, batch_size, seeds, epochs, base_lr, schedule,
+                      replay_epochs=1, replays=4, base_batch=32):
+    """How far BN's running (EMA) statistics are from the final weights'
+    statistics, and how much of that is sampling noise.
+
+    Trains TinyCNN or TinyMLP with BN as `batch_size_run` does, with the
+    given schedule ("cosine": decayed to 0, as in the sweep; "constant": the
+    peak rate to the end, so the weights still move).  Then, per seed and BN
+    layer, against the final weights' precise statistics at the training
+    batch size (`probes.precise_bn`), the distances (d_mu, d_var) of
+    `probes.distances` of
+    "ema": the running statistics training left, and
+    "frozen": the same EMA run on for `replay_epochs` more epochs of random
+    batches with the final weights frozen (`probes.frozen_ema`), averaged
+    over `replays` draws of batches, with their standard deviation
+    "frozen_sd".
+
+    Shown in chapter 4, "Noise or stale weights".
+    """
+    x_train, y_train, _, _ = data.digits(seed=0)
+    make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
+    nets = []
+    for seed in seeds:
+        set_seed(seed)
+        nets.append(make("bn"))
+    _, ensemble = train_classifier_ensemble(
+        nets, x_train, y_train, steps=epochs * (len(x_train) // batch_size),
+        batch_size=batch_size, optimizer="sgd", schedule=schedule,
+        lrs=[base_lr * batch_size / base_batch] * len(seeds),
+        seeds=list(seeds))
+    results = []
+    for index, (seed, net) in enumerate(zip(seeds, nets)):
+        net = ensemble.member(index, net)
+        precise = running_stats(precise_bn(net, x_train, batch_size))
+        frozen = [running_stats(frozen_ema(net, x_train, batch_size,
+                                           replay_epochs,
+                                           seed=1000 * seed + replay))
+                  for replay in range(replays)]
+        for name, (mean, var) in running_stats(net).items():
+            noise = np.array([distances(*draw[name], *precise[name])
+                              for draw in frozen])      # replays, 2
+            results.append(dict(
+                model=model, schedule=schedule, seed=seed, layer=name,
+                ema=distances(mean, var, *precise[name]),
+                frozen=tuple(noise.mean(0).tolist()),
+                frozen_sd=tuple(noise.std(0, ddof=1).tolist())))
     return results

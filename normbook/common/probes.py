@@ -171,3 +171,39 @@ def precise_bn(model, x, batch_size=256):
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
     return twin.eval()
+
+
+def running_stats(model):
+    """{layer name: (running_mean, running_var)} of every BN layer, copied."""
+    return {name: (layer.running_mean.clone(), layer.running_var.clone())
+            for name, layer in batchnorm_layers(model)}
+
+
+@torch.no_grad()
+def frozen_ema(model, x, batch_size, epochs=1, seed=0):
+    """A copy of model whose BN running statistics go on averaging for
+    `epochs` more shuffled epochs of x in batches of batch_size, in train
+    mode with the weights frozen.
+
+    The same momentum and the same kind of batches as training, but every
+    batch now seen by the final weights: after k more batches the
+    statistics computed under the older weights keep a weight of
+    (1 - momentum)^k, and what is left is the EMA's sampling noise without
+    its staleness (Wu & Johnson 2021, section 3).  Each epoch is a seeded
+    permutation cut into full batches (the ragged tail dropped), as in
+    training, so the average ends at an epoch's end, as training's does:
+    within an epoch no row repeats.  Assumes no dropout.
+
+    Shown in chapter 4, "Noise or stale weights".
+    """
+    if not 1 <= batch_size <= len(x):
+        raise ValueError(f"batch_size must be in [1, {len(x)}] (the rows of "
+                         f"x), got {batch_size}")
+    twin = copy.deepcopy(model).train()
+    generator = torch.Generator().manual_seed(seed)
+    full = len(x) - len(x) % batch_size
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)[:full]
+        for index in order.split(batch_size):
+            twin(x[index])
+    return twin.eval()

@@ -1,4 +1,5 @@
-"""normbook.common.probes: batch-vs-running distances, hooks, precise BN."""
+"""normbook.common.probes: batch-vs-running distances, hooks, precise BN,
+the frozen-weights EMA."""
 import pytest
 import torch
 
@@ -9,8 +10,10 @@ from normbook.common.probes import (
     bn_inputs,
     distances,
     frozen_distances,
+    frozen_ema,
     noise_floor,
     precise_bn,
+    running_stats,
     watch_batch_stats,
 )
 from normbook.common.train import lm_loss, set_seed
@@ -161,3 +164,48 @@ def test_precise_bn_is_the_plain_average_and_leaves_the_model_alone():
         h = model.fc1(x.flatten(1))       # layer 1's input: fixed weights
     means = torch.stack([part.mean(0) for part in h.split(16)]).mean(0)
     torch.testing.assert_close(twin.norm1.norm.running_mean, means)
+
+
+def test_running_stats_are_copies_per_layer():
+    model = TinyCNN("bn")
+    stats = running_stats(model)
+    assert list(stats) == ["norm1", "norm2"]
+    model(torch.randn(4, 1, 8, 8) + 3)            # train mode: buffers move
+    assert torch.equal(stats["norm1"][0], torch.zeros(16))
+    assert not torch.equal(model.norm1.norm.running_mean, torch.zeros(16))
+
+
+def test_frozen_ema_goes_on_averaging_with_the_weights_frozen():
+    # a batch of all 12 rows: every batch statistic is the data's, so after
+    # k batches r = (1 - m)^k r0 + (1 - (1 - m)^k) * statistic
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(ours.BatchNorm1d(3))
+    x = torch.randn(12, 3) * 2 + 1
+    with torch.no_grad():
+        model[0].running_mean.fill_(5.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    twin = frozen_ema(model, x, batch_size=12, epochs=4, seed=0)
+    assert all(torch.equal(before[k], v)
+               for k, v in model.state_dict().items())
+    assert not twin.training
+    kept = 0.9 ** 4
+    torch.testing.assert_close(twin[0].running_mean,
+                               kept * 5.0 + (1 - kept) * x.mean(0))
+    torch.testing.assert_close(twin[0].running_var,
+                               kept * 1.0 + (1 - kept) * x.var(0))
+
+
+def test_frozen_ema_sees_whole_epochs_of_full_batches():
+    model = torch.nn.Sequential(ours.BatchNorm1d(2))
+    x = torch.arange(22.0).repeat(2, 1).T            # row i holds i twice
+    seen = []
+    # the hook rides on the copy: deepcopy keeps forward pre-hooks
+    model[0].register_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0][:, 0].long()))
+    frozen_ema(model, x, batch_size=5, epochs=2, seed=3)
+    assert [len(batch) for batch in seen] == [5] * 8   # 4 per epoch, no tail
+    for epoch in (seen[:4], seen[4:]):
+        rows = torch.cat(epoch)
+        assert len(rows.unique()) == 20                  # no row repeats
+    with pytest.raises(ValueError, match="batch_size"):
+        frozen_ema(model, x, batch_size=23)
