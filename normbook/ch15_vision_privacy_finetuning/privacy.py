@@ -27,23 +27,30 @@ def _state(model):
     return params, buffers
 
 
-def per_example_grads(model, x, y):
+def per_example_grads(model, x, y, pass_buffers=False):
     """torch.func's per-example gradients: vmap over the examples of
     grad(loss of one example) -> (N, P).
 
     Under vmap the model sees one example at a time, as a batch of one
     (x[i] unsqueezed to (1, ...)): what any norm computes is computed from
-    that example alone.
+    that example alone.  pass_buffers=True hands the buffers to the mapped
+    function as an input (the same for every example) instead of leaving
+    them in its closure.
 
     Shown in chapter 15, "BatchNorm couples the examples of a batch".
     """
     params, buffers = _state(model)
 
-    def loss(params, xi, yi):
+    def loss(params, buffers, xi, yi):
         out = functional_call(model, (params, buffers), (xi.unsqueeze(0),))
         return F.cross_entropy(out, yi.unsqueeze(0))
 
-    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    if pass_buffers:       # one input, the same for every example
+        grads = vmap(grad(loss), in_dims=(None, None, 0, 0))(
+            params, buffers, x, y)
+    else:                  # the buffers stay in the closure
+        grads = vmap(grad(lambda p, xi, yi: loss(p, buffers, xi, yi)),
+                     in_dims=(None, 0, 0))(params, x, y)
     return _flat({name: (g, params[name]) for name, g in grads.items()})
 
 

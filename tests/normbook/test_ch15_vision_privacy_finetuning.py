@@ -74,6 +74,8 @@ def test_train_mode_batchnorm_fails_under_grad_then_couples_the_batch():
     model, (x, y) = TinyCNN("bn").train(), batch()
     with pytest.raises(RuntimeError, match="in-place operation"):
         per_example_grads(model, x, y)
+    with pytest.raises(RuntimeError):       # N updates of one buffer
+        per_example_grads(model, x, y, pass_buffers=True)
     patched = without_running_stats(model)
     assert model.norm1.norm.running_mean is not None       # a copy
     vmapped = per_example_grads(patched, x, y)
@@ -96,6 +98,9 @@ def test_eval_mode_batchnorm_behaves_like_a_per_sample_norm():
     vmapped = per_example_grads(model, x, y)
     assert relative_gap(vmapped.sum(0), batch_grad(model, x, y)) < 1e-5
     assert leak(model, x, y) < 1e-6
+    # the buffers as an input of the mapped function: the same gradients
+    passed = per_example_grads(model, x, y, pass_buffers=True)
+    assert torch.equal(passed, vmapped)
 
 
 def test_two_tasks_split_the_digits_into_0_4_and_5_9():
