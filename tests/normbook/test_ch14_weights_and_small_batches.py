@@ -150,3 +150,21 @@ def test_run_dispatches_and_tags_its_experiment():
     assert results[0]["experiment"] == "small_batch"
     with pytest.raises(KeyError):
         run("nothing")
+
+
+def test_the_renorm_schedule_reaches_the_batched_model():
+    """Batch Renorm held at rmax=1, dmax=0 trains exactly as BatchNorm; at
+    its default bounds it does not (so the schedule is what it runs)."""
+    x, y = data()
+
+    def trained(norm, renorm):
+        set_seed(0)
+        model = TinyMLP(norm)
+        _, record = train_members([model], x, y, steps=6, batch_size=4,
+                                  lr=0.1, seeds=[0], renorm=renorm)
+        return record["loss"][0]
+
+    batchnorm = trained("bn", None)
+    torch.testing.assert_close(trained("brn", lambda step: (1.0, 0.0)),
+                               batchnorm)
+    assert not torch.allclose(trained("brn", None), batchnorm)
