@@ -93,6 +93,8 @@ class DetachedBatchNorm1d(nn.Module):
 
     A broken norm, kept here to show Ioffe & Szegedy's argument: it is not
     in normlib, which holds only norms meant for use.
+
+    Shown in chapter 13, "Gradients through the statistics".
     """
 
     def __init__(self, eps=1e-5, detach_var=True):

@@ -122,7 +122,10 @@ def predicted_shift(model, x):
     """Per dropout layer of a DropoutMLP followed by a linear layer, the
     variance that dropout adds to each unit of that linear's output in
     training: (p / (1 - p)) * sum_i W_ki^2 E[a_i^2], with a the dropout's
-    input over x (eval mode) -> list of (C,) tensors."""
+    input over x (eval mode) -> list of (C,) tensors.
+
+    Shown in chapter 13, "Dropout before BatchNorm: the variance shift".
+    """
     layers, extra, captured = list(model.body), [], []
     twin = copy.deepcopy(model).eval()
     for module in twin.body:

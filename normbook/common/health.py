@@ -85,8 +85,6 @@ def layer_stats(a, grad, bins=60, limits=(-1.0, 1.0), grad_limits=None):
     `limits` and "grad_hist" of grad over `grad_limits` (default: +-4
     grad_std).  The saturated fraction means something for tanh, the dead
     one for ReLU.
-
-    Shown in chapter 13, "The probes".
     """
     grad_std = grad.std().item()
     if grad_limits is None:
