@@ -17,7 +17,21 @@ from normbook.common.probes import (
     precise_bn,
     running_stats,
 )
-from normbook.common.train import accuracy, batch_stat_accuracy, set_seed
+from normbook.common.train import accuracy, batch_stat_accuracy, seeded
+
+
+def _train(model, norm, seeds, x_train, y_train, *, steps, batch_size, lr,
+           schedule):
+    """TinyCNN or TinyMLP ("cnn" or "mlp") with `norm`, one per seed, trained
+    together as one batched model with SGD (momentum 0.9) at peak rate `lr`;
+    returns (nets, histories, ensemble)."""
+    make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
+    nets = seeded(lambda: make(norm), seeds)
+    histories, ensemble = train_classifier_ensemble(
+        nets, x_train, y_train, steps=steps, batch_size=batch_size,
+        optimizer="sgd", schedule=schedule, lrs=[lr] * len(seeds),
+        seeds=list(seeds))
+    return nets, histories, ensemble
 
 
 def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr,
@@ -39,17 +53,11 @@ def batch_size_run(*, model, norm, batch_size, seeds, epochs, base_lr,
     Shown in chapter 4, "A pocket version of the batch-size experiment".
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
-    make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
-    nets = []
-    for seed in seeds:
-        set_seed(seed)
-        nets.append(make(norm))
     steps = epochs * (len(x_train) // batch_size)
-    histories, ensemble = train_classifier_ensemble(
-        nets, x_train, y_train, steps=steps, batch_size=batch_size,
-        optimizer="sgd", schedule="cosine",
-        lrs=[base_lr * batch_size / base_batch] * len(seeds),
-        seeds=list(seeds))
+    nets, histories, ensemble = _train(
+        model, norm, seeds, x_train, y_train, steps=steps,
+        batch_size=batch_size, lr=base_lr * batch_size / base_batch,
+        schedule="cosine")
     results, per_epoch = [], steps // epochs
     for index, (seed, net) in enumerate(zip(seeds, nets)):
         net = ensemble.member(index, net)
@@ -90,16 +98,10 @@ def ema_staleness_run(*, model, batch_size, seeds, epochs, base_lr, schedule,
     Shown in chapter 4, "Noise or stale weights".
     """
     x_train, y_train, _, _ = data.digits(seed=0)
-    make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
-    nets = []
-    for seed in seeds:
-        set_seed(seed)
-        nets.append(make("bn"))
-    _, ensemble = train_classifier_ensemble(
-        nets, x_train, y_train, steps=epochs * (len(x_train) // batch_size),
-        batch_size=batch_size, optimizer="sgd", schedule=schedule,
-        lrs=[base_lr * batch_size / base_batch] * len(seeds),
-        seeds=list(seeds))
+    nets, _, ensemble = _train(
+        model, "bn", seeds, x_train, y_train,
+        steps=epochs * (len(x_train) // batch_size), batch_size=batch_size,
+        lr=base_lr * batch_size / base_batch, schedule=schedule)
     results = []
     for index, (seed, net) in enumerate(zip(seeds, nets)):
         net = ensemble.member(index, net)

@@ -8,7 +8,7 @@ from torch.func import functional_call
 from normbook.common import data
 from normbook.common.ensemble import train_classifier_ensemble
 from normbook.common.models import make_norm
-from normbook.common.train import set_seed
+from normbook.common.train import seeded, set_seed
 
 
 class DeepMLP(nn.Module):
@@ -195,10 +195,8 @@ def lr_sweep(*, norm, lrs, seeds, depth=16, width=64, steps=200,
     """
     x, y, _, _ = data.digits(seed=0)
     members = [(lr, seed) for lr in lrs for seed in seeds]
-    models = []
-    for _, seed in members:
-        set_seed(seed)
-        models.append(DeepMLP(depth, width, norm))
+    models = seeded(lambda: DeepMLP(depth, width, norm),
+                    [seed for _, seed in members])
     histories, _ = train_classifier_ensemble(
         models, x, y, steps=steps, batch_size=batch_size, optimizer="sgd",
         lrs=[lr for lr, _ in members], seeds=[s for _, s in members])

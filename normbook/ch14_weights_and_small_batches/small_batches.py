@@ -11,7 +11,7 @@ from normbook.ch14_weights_and_small_batches.training import (
 )
 from normbook.common import data
 from normbook.common.models import TinyCNN, TinyMLP
-from normbook.common.train import accuracy, set_seed
+from normbook.common.train import accuracy, seeded
 from normlib.nn import BatchRenorm1d, BatchRenorm2d
 
 # variant -> (the models' norm, how they hold their weights)
@@ -37,13 +37,10 @@ def small_batch_run(*, model, variant, batch_size, seeds, epochs,
     x_train, y_train, x_test, y_test = data.digits(seed=0)
     make = {"cnn": TinyCNN, "mlp": TinyMLP}[model]
     norm, weights = VARIANTS[variant]
-    nets = []
-    for seed in seeds:
-        set_seed(seed)
-        nets.append(make(norm, weights=weights))
-        for module in nets[-1].modules():
-            if isinstance(module, (BatchRenorm1d, BatchRenorm2d)):
-                module.momentum = 0.01 * batch_size / 4
+    nets = seeded(lambda: make(norm, weights=weights), seeds)
+    for module in (m for net in nets for m in net.modules()):
+        if isinstance(module, (BatchRenorm1d, BatchRenorm2d)):
+            module.momentum = 0.01 * batch_size / 4
     per_epoch = len(x_train) // batch_size
     steps = epochs * per_epoch
     ensemble, record = train_members(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from normbook.common import data
 from normbook.common.ensemble import train_classifier_ensemble
 from normbook.common.models import IgnoreMask, TinyCNN
-from normbook.common.train import accuracy, set_seed
+from normbook.common.train import accuracy, seeded
 from normlib.nn import GroupNorm, LayerNorm, LayerNorm2d
 
 # the CNN's variants: make_norm's kinds and one of our own ("ln_chw");
@@ -62,10 +62,7 @@ def cnn_runs(*, kind, seeds, steps, batch_size, lr):
     Shown in chapter 15, "Does the choice matter on the book's CNN?".
     """
     x_train, y_train, x_test, y_test = data.digits(seed=0)
-    models = []
-    for seed in seeds:
-        set_seed(seed)
-        models.append(tiny_cnn(kind))
+    models = seeded(lambda: tiny_cnn(kind), seeds)
     _, ensemble = train_classifier_ensemble(
         models, x_train, y_train, steps=steps, batch_size=batch_size,
         lrs=[lr] * len(seeds), seeds=list(seeds), schedule="cosine")

@@ -17,6 +17,16 @@ def set_seed(seed, threads=1):
     torch.set_num_threads(threads)
 
 
+def seeded(make, seeds):
+    """One model per seed, each made by `make()` right after
+    `set_seed(seed)`, so that seed k always gives the same initial weights."""
+    models = []
+    for seed in seeds:
+        set_seed(seed)
+        models.append(make())
+    return models
+
+
 # ---- pieces shared by the two loops -----------------------------------------
 
 def _optimizer(model, name, lr):

@@ -21,6 +21,7 @@ from normbook.common.train import (
     grad_norms_per_layer,
     lm_loss,
     lr_scale,
+    seeded,
     set_seed,
     train_classifier,
     train_lm,
@@ -131,3 +132,12 @@ def test_lr_scale_schedules():
     assert all(a >= b for a, b in zip(scales[2:], scales[3:]))
     with pytest.raises(ValueError, match="schedule"):
         lr_scale(0, 10, 0, "linear")
+
+
+def test_seeded_makes_each_seeds_model_as_set_seed_would():
+    models = seeded(lambda: torch.nn.Linear(3, 2), [5, 7, 5])
+    set_seed(7)
+    alone = torch.nn.Linear(3, 2)
+    assert torch.equal(models[1].weight, alone.weight)
+    assert torch.equal(models[0].weight, models[2].weight)
+    assert not torch.equal(models[0].weight, models[1].weight)
