@@ -37,6 +37,10 @@ PRINT_CSS = """
   #main-content div.highlight, #main-content div[class*=highlight-],
   #main-content .admonition, #main-content table { break-inside: auto; }
   #main-content .pdf-keep { break-inside: avoid; }
+  /* a heading never splits over two pages, nor ends one */
+  #main-content h1, #main-content h2, #main-content h3, #main-content h4 {
+    break-inside: avoid; break-after: avoid;
+  }
   /* a line wider than the column wraps instead of being cut off */
   pre { white-space: pre-wrap !important; overflow: visible !important; }
   .sd-summary-state-marker, button.toggle-button { display: none !important; }
