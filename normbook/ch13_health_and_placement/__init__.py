@@ -16,7 +16,6 @@ from normbook.ch13_health_and_placement.runs import (
     health_run,
     placement_run,
     predicted_shift,
-    reestimated,
     run,
 )
 
@@ -24,4 +23,4 @@ __all__ = [
     "ACTIVATIONS", "CenteredMLP", "DetachedBatchNorm1d", "DropoutMLP",
     "ProbeMLP", "RUNS", "bn_input_variances", "detached_run", "dropout_run",
     "health_at_init", "health_run", "placement_run", "predicted_shift",
-    "reestimated", "run"]
+    "run"]

@@ -19,6 +19,7 @@ from normbook.common.health import (
     snapshot,
     update_ratios,
 )
+from normbook.common.probes import precise_bn
 from normbook.common.train import (
     accuracy,
     index_stream,
@@ -141,26 +142,10 @@ def predicted_shift(model, x):
     return extra
 
 
-@torch.no_grad()
-def reestimated(model, x, batch_size=64):
-    """A copy of model whose BatchNorm running statistics are re-estimated
-    on x with dropout off: the plain average over batches of batch_size,
-    BN in train mode, weights frozen.  Returned in eval mode."""
-    twin = copy.deepcopy(model).train()
-    for module in twin.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.eval()
-        if isinstance(module, BatchNorm1d):
-            module.reset_running_stats()
-            module.momentum = None
-    for batch in x[: len(x) - len(x) % batch_size].split(batch_size):
-        twin(batch)
-    return twin.eval()
-
-
 def dropout_run(*, dropout, seed, p=0.5, steps=400, lr=3e-3):
     """Train a DropoutMLP (Adam, batches of 64) -> "test_acc" (eval mode,
-    running statistics), "reestimated_acc" (`reestimated` statistics),
+    running statistics), "reestimated_acc" (statistics re-estimated on the
+    training set with dropout off, `probes.precise_bn` at batches of 64),
     "train_var", "eval_var" and "running_var": per BN layer, the mean over
     features of its input's variance on the training set with dropout on
     and off, and of BN's running_var; "predicted_var": the variance with
@@ -184,7 +169,7 @@ def dropout_run(*, dropout, seed, p=0.5, steps=400, lr=3e-3):
             dropped = False
     return dict(dropout=dropout, seed=seed, p=p,
                 test_acc=accuracy(model, x_test, y_test),
-                reestimated_acc=accuracy(reestimated(model, x), x_test,
+                reestimated_acc=accuracy(precise_bn(model, x, 64), x_test,
                                          y_test),
                 train_loss=float(np.mean(history["train_loss"][-50:])),
                 train_var=[v.mean().item() for v in on],

@@ -156,9 +156,13 @@ def precise_bn(model, x, batch_size=256):
     averages with a true average over many samples of the final weights.
     Here every BN layer's statistics become the plain average (momentum=None)
     over batches of batch_size rows of x, taken in train mode with the weights
-    frozen.  Assumes no dropout.
+    frozen and any dropout off, as in evaluation (so a dropout before a BN
+    does not shift the statistics, chapter 13's "variance shift").
     """
     twin = copy.deepcopy(model).train()
+    for module in twin.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.eval()
     layers = [layer for _, layer in batchnorm_layers(twin)]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:

@@ -15,9 +15,9 @@ from normbook.ch13_health_and_placement import (
     detached_run,
     health_run,
     predicted_shift,
-    reestimated,
     run,
 )
+from normbook.common.probes import precise_bn
 from normlib.nn import BatchNorm1d
 
 
@@ -85,11 +85,12 @@ def test_predicted_shift_matches_the_variance_dropout_adds():
 
 
 def test_reestimated_statistics_leave_the_model_alone():
+    # chapter 13 re-estimates with probes.precise_bn, which turns dropout off
     torch.manual_seed(0)
     model = DropoutMLP("every")
     model.train()(torch.randn(64, 1, 8, 8))
     saved = model.body[1].running_var.clone()
-    twin = reestimated(model, torch.randn(200, 1, 8, 8), batch_size=64)
+    twin = precise_bn(model, torch.randn(200, 1, 8, 8), batch_size=64)
     assert torch.equal(model.body[1].running_var, saved)
     assert not twin.training
     assert int(twin.body[1].num_batches_tracked) == 3   # 200 // 64 batches

@@ -166,6 +166,19 @@ def test_precise_bn_is_the_plain_average_and_leaves_the_model_alone():
     torch.testing.assert_close(twin.norm1.norm.running_mean, means)
 
 
+def test_precise_bn_turns_dropout_off():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(4, 3),
+                                ours.BatchNorm1d(3))
+    x = torch.randn(64, 4) + 1
+    twin = precise_bn(model, x, batch_size=16)
+    with torch.no_grad():
+        h = model[1](x)                   # dropout off: the plain input
+    means = torch.stack([part.mean(0) for part in h.split(16)]).mean(0)
+    torch.testing.assert_close(twin[2].running_mean, means)
+    assert model[0].training              # the model itself is untouched
+
+
 def test_running_stats_are_copies_per_layer():
     model = TinyCNN("bn")
     stats = running_stats(model)
