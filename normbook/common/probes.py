@@ -156,8 +156,10 @@ def precise_bn(model, x, batch_size=256):
     averages with a true average over many samples of the final weights.
     Here every BN layer's statistics become the plain average (momentum=None)
     over batches of batch_size rows of x, taken in train mode with the weights
-    frozen and any dropout off, as in evaluation (so a dropout before a BN
-    does not shift the statistics, chapter 13's "variance shift").
+    frozen and its dropout modules (nn.Dropout and kin) off, as in
+    evaluation, so that a dropout before a BN does not shift the statistics
+    (chapter 13's "variance shift").  A dropout a module applies itself in
+    train mode, such as the Transformer's on attention weights, stays on.
     """
     twin = copy.deepcopy(model).train()
     for module in twin.modules():
